@@ -1,0 +1,9 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+from .bcn import BatchChannelNorm, SyncBatchChannelNorm
+from .bcn_functional import bcn_coefficients, channel_moments
+from .ws_conv import WSConv2d, standardize_weight
+
+__all__ = [
+    'BatchChannelNorm', 'SyncBatchChannelNorm', 'WSConv2d',
+    'bcn_coefficients', 'channel_moments', 'standardize_weight'
+]

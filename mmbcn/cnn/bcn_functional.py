@@ -1,0 +1,181 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+r"""The mathematics of Batch-Channel Normalization (BCN), free of module state.
+
+Equation numbers refer to Qiao et al., "Rethinking Normalization and
+Elimination Singularity in Neural Networks" (Sec. 3).
+
+Both steps of BCN are affine in ``x`` once their statistics are known:
+
+* the batch step (Eq. 13) is ``x_dot = a_c * x + b_c`` with
+  ``a_c = gamma^b_c / sqrt(sigma_hat_c^2 + eps)`` and
+  ``b_c = beta^b_c - mu_hat_c * a_c``;
+* the group step (Eq. 15) is a per-sample normalization of each channel group
+  of ``x_dot`` followed by a per-group affine.
+
+The moments of ``x_dot`` over a (sample, group) follow from the moments of
+``x`` over each (sample, channel) by the parallel-variance formula, so the
+whole layer is ``y = A[n, c] * x + B[n, c]`` with ``A`` and ``B`` computed
+from O(N*C) numbers. :func:`bcn_coefficients` computes them;
+:class:`MomentAffine` applies ``y = A*x + B`` with a hand-written backward
+that touches the full-size tensors only twice (two reductions and one
+elementwise pass), so BCN costs about what GroupNorm costs.
+"""
+import math
+from typing import Callable, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+def reduce_dims(x: Tensor) -> Tuple[int, ...]:
+    """Dimensions of ``x`` (N, C, *) over which per-(n, c) moments run."""
+    return tuple(range(2, x.dim()))
+
+
+def channel_moments(x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-(sample, channel) mean and biased variance of ``x``, in float32
+    (float64 for float64 input), each of shape (N, C)."""
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.float()
+    if x.numel() == 0:
+        empty = x.new_zeros(x.shape[:2])
+        return empty, empty.clone()
+    var, mean = torch.var_mean(x, dim=reduce_dims(x), correction=0)
+    return mean, var
+
+
+def batch_moments(mean: Tensor, var: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-channel mean and biased variance over (N, *) from per-(n, c)
+    moments of equally sized samples (the parallel-variance formula):
+    ``var_c = E_n[var_nc] + E_n[(mean_nc - mean_c)^2]``."""
+    batch_mean = mean.mean(0)
+    batch_var = var.mean(0) + (mean - batch_mean).pow(2).mean(0)
+    return batch_mean, batch_var
+
+
+def bcn_coefficients(mean: Tensor, var: Tensor, batch_mean: Tensor,
+                     batch_var: Tensor, batch_weight: Tensor,
+                     batch_bias: Tensor, weight: Tensor, bias: Tensor,
+                     num_groups: int, eps: float) -> Tuple[Tensor, Tensor]:
+    r"""Per-(n, c) scale ``A`` and shift ``B`` with ``BCN(x) = A * x + B``.
+
+    Args:
+        mean, var: (N, C) mean and biased variance of ``x`` over each
+            (sample, channel).
+        batch_mean, batch_var: (C,) the batch step's statistics
+            :math:`\hat\mu_c`, :math:`\hat\sigma_c^2` (from the batch, from
+            running averages, or the estimates of Algorithm 1).
+        batch_weight, batch_bias: (C,) :math:`\gamma^b`, :math:`\beta^b`.
+        weight, bias: (G,) the per-group :math:`\gamma^c`, :math:`\beta^c`.
+    """
+    n, c = mean.shape
+    # Eq. 13: x_dot = gamma^b (x - mu_hat) / sigma_hat + beta^b = a*x + b.
+    a = batch_weight * torch.rsqrt(batch_var + eps)
+    b = batch_bias - batch_mean * a
+    # Moments of x_dot over each (n, c), grouped as (N, G, C/G) (Eq. 15's
+    # reshape into G groups of contiguous channels).
+    grouped = (n, num_groups, c // num_groups)
+    mean_dot = (a * mean + b).view(grouped)
+    var_dot = (a * a * var).view(grouped)
+    # Eq. 15: mu_bg and sigma_bg^2 of x_dot over each (sample, group).
+    group_mean = mean_dot.mean(2, keepdim=True)
+    group_var = var_dot.mean(2, keepdim=True) + (
+        mean_dot - group_mean).pow(2).mean(2, keepdim=True)
+    scale = weight.view(1, -1, 1) * torch.rsqrt(group_var + eps)
+    # y = scale * (a*x + b - mu_bg) + beta^c_g = A*x + B.
+    coef_a = scale * a.view(grouped[1:])
+    coef_b = scale * (b.view(grouped[1:]) - group_mean) + bias.view(
+        1, -1, 1)
+    return coef_a.reshape(n, c), coef_b.reshape(n, c)
+
+
+def _expand(t: Tensor, x: Tensor) -> Tensor:
+    return t.view(t.shape + (1, ) * (x.dim() - 2))
+
+
+def apply_affine(x: Tensor, coef_a: Tensor, coef_b: Tensor) -> Tensor:
+    """``A * x + B`` with (N, C) coefficients, in ``x``'s dtype."""
+    y = torch.addcmul(_expand(coef_b, x), x, _expand(coef_a, x))
+    return y.to(x.dtype)
+
+
+CoefficientFn = Callable[..., Tuple[Tensor, Tensor]]
+
+
+class MomentAffine(torch.autograd.Function):
+    """``y = A * x + B`` where ``(A, B) = fn(mean, var, *params)`` and
+    ``mean``, ``var`` are the per-(n, c) moments of ``x``.
+
+    Autograd runs through ``fn`` (small tensors only: O(N*C)); the full-size
+    part is differentiated by hand. With ``dA``/``dB`` the reductions of
+    ``dy*x``/``dy`` and ``dmean``/``dvar`` what autograd returns for the
+    moments, over L elements per (n, c):
+
+        dx = A*dy + dmean/L + 2*dvar*(x - mean)/L
+
+    Only ``x``, the moments and the small graph of ``fn`` are kept for the
+    backward pass. ``fn`` runs once, in the forward pass, so side effects it
+    has (running-statistics updates, collectives) happen exactly once.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, fn: CoefficientFn, *params: Tensor) -> Tensor:
+        mean, var = channel_moments(x)
+        leaves = [mean.requires_grad_(), var.requires_grad_()]
+        leaves += [p.detach().requires_grad_(p.requires_grad) for p in params]
+        with torch.enable_grad():
+            coef_a, coef_b = fn(*leaves)
+        ctx.graph = (leaves, coef_a, coef_b)
+        ctx.save_for_backward(x)
+        return apply_affine(x, coef_a.detach(), coef_b.detach())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy: Tensor):
+        (x, ) = ctx.saved_tensors
+        leaves, coef_a, coef_b = ctx.graph
+        in_dtype = x.dtype
+        if x.dtype not in (torch.float32, torch.float64):
+            x, dy = x.float(), dy.float()
+        dims = reduce_dims(x)
+        grad_b = dy.sum(dims)
+        grad_a = _dot(dy, x)
+        wanted = [t for t in leaves if t.requires_grad]
+        grads = torch.autograd.grad((coef_a, coef_b), wanted,
+                                    (grad_a, grad_b),
+                                    retain_graph=True,
+                                    allow_unused=True)
+        grads = dict(zip(map(id, wanted), grads))
+        grad_of = [grads.get(id(t)) for t in leaves]
+        dmean, dvar = (torch.zeros_like(leaves[0])
+                       if g is None else g for g in grad_of[:2])
+        count = math.prod(x.shape[2:])
+        p = 2.0 * dvar / count
+        q = dmean / count - p * leaves[0].detach()
+        dx = torch.addcmul(_expand(q, x), x, _expand(p, x))
+        dx.addcmul_(dy, _expand(coef_a.detach(), x))
+        return (dx.to(in_dtype), None, *grad_of[2:])
+
+
+def _dot(dy: Tensor, x: Tensor) -> Tensor:
+    """Per-(n, c) sum of ``dy * x`` without a full-size temporary when the
+    layout allows a batched matrix product."""
+    n, c = x.shape[:2]
+    if x.is_contiguous() and dy.is_contiguous():
+        rows = (n * c, math.prod(x.shape[2:]))
+        return torch.einsum('nl,nl->n', dy.reshape(rows),
+                            x.reshape(rows)).view(n, c)
+    return (dy * x).sum(reduce_dims(x))
+
+
+def moment_affine(x: Tensor, fn: CoefficientFn,
+                  params: Sequence[Optional[Tensor]]) -> Tensor:
+    """``fn``-normalize ``x`` through :class:`MomentAffine` when a gradient
+    is needed, otherwise with the plain two passes (no graph kept)."""
+    if torch.is_grad_enabled() and (x.requires_grad
+                                    or any(p.requires_grad for p in params)):
+        return MomentAffine.apply(x, fn, *params)
+    mean, var = channel_moments(x)
+    coef_a, coef_b = fn(mean, var, *params)
+    return apply_affine(x, coef_a, coef_b)
