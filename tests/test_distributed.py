@@ -1,0 +1,108 @@
+"""BCN and SyncBCN in 2 real gloo processes against one process on the
+concatenated batch."""
+import torch
+import torch.distributed as dist
+
+from bcn_reference import (ReferenceAlgorithm1, randomize, reference_bcn,
+                           reference_large_batch)
+from dist_utils import run_distributed
+from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm
+
+D = torch.float64
+# Unequal local batches: the combination must weight by element count.
+SPLITS = ([0, 1], [1, 4])
+
+
+def full_batch(step):
+    g = torch.Generator().manual_seed(step)
+    return 2.0 + 3.0 * torch.randn(4, 8, 5, 5, generator=g, dtype=D)
+
+
+def local(x, rank):
+    return x[SPLITS[rank][0]:SPLITS[rank][1]]
+
+
+def gather(t):
+    out = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, t.contiguous())
+    return out
+
+
+def _synchronized_estimates(rank, world):
+    layer = randomize(BatchChannelNorm(8, 4, estimate=True).to(D))
+    layer.reset_running_stats()
+    ref = ReferenceAlgorithm1(8)
+    for step, rate in enumerate([0.5, 0.1, 0.3]):
+        layer.update_rate = rate
+        x = full_batch(step)
+        y = layer(local(x, rank))
+        expected = ref(x, layer, rate)
+        torch.testing.assert_close(y, local(expected, rank))
+        torch.testing.assert_close(layer.running_mean, ref.mu)
+        torch.testing.assert_close(layer.running_var, ref.var)
+    for name in ('running_mean', 'running_var'):
+        a, b = gather(getattr(layer, name))
+        assert torch.equal(a, b), f'{name} differs across ranks'
+    # A rank with no samples (a mask head without positive RoIs) still
+    # joins the collective; both ranks move to the other rank's statistics.
+    layer.update_rate = 1.0
+    x = full_batch(9)
+    part = x[:0] if rank == 0 else x[:2]
+    assert layer(part).shape[0] == part.shape[0]
+    ref.step(x[:2], 1.0)
+    torch.testing.assert_close(layer.running_mean, ref.mu)
+
+
+def test_estimates_are_synchronized_and_exact():
+    run_distributed(_synchronized_estimates, 2)
+
+
+def _unsynchronized_estimates(rank, world):
+    layer = BatchChannelNorm(8, 4, estimate=True, sync_estimates=False,
+                             update_rate=0.5).to(D)
+    ref = ReferenceAlgorithm1(8)
+    x = local(full_batch(0), rank)
+    layer(x)
+    ref.step(x, 0.5)
+    torch.testing.assert_close(layer.running_mean, ref.mu)
+    a, b = gather(layer.running_mean)
+    assert not torch.allclose(a, b)
+
+
+def test_paper_setting_keeps_estimates_per_process():
+    run_distributed(_unsynchronized_estimates, 2)
+
+
+def _sync_bcn(rank, world):
+    torch.manual_seed(0)
+    sync = randomize(SyncBatchChannelNorm(8, 4).to(D))
+    single = randomize(BatchChannelNorm(8, 4).to(D))
+    x = full_batch(0)
+    dy = full_batch(1)
+    x_local = local(x, rank).clone().requires_grad_()
+    y_local = sync(x_local)
+    y_local.backward(local(dy, rank))
+
+    x_full = x.clone().requires_grad_()
+    y_full = single(x_full)
+    y_full.backward(dy)
+    torch.testing.assert_close(
+        y_local, local(reference_large_batch(x, single), rank))
+    torch.testing.assert_close(y_local, local(y_full, rank))
+    torch.testing.assert_close(x_local.grad, local(x_full.grad, rank))
+    for name in ('batch_weight', 'batch_bias', 'weight', 'bias'):
+        grad = getattr(sync, name).grad.clone()
+        dist.all_reduce(grad)  # what DDP does with the parameters' grads
+        torch.testing.assert_close(grad, getattr(single, name).grad)
+    torch.testing.assert_close(sync.running_mean, single.running_mean)
+    torch.testing.assert_close(sync.running_var, single.running_var)
+    sync.eval()
+    torch.testing.assert_close(
+        sync(x_local.detach()),
+        local(reference_bcn(x, sync.running_mean, sync.running_var,
+                            sync.batch_weight, sync.batch_bias, sync.weight,
+                            sync.bias, 4), rank))
+
+
+def test_sync_bcn_equals_bcn_on_concatenated_batch():
+    run_distributed(_sync_bcn, 2)

@@ -1,0 +1,106 @@
+"""BCNUpdateRateHook inside a real mmengine Runner."""
+import pytest
+import torch
+from mmengine.hooks import Hook
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch import nn
+
+from mmbcn.cnn import BatchChannelNorm
+
+
+class TinyNet(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = BatchChannelNorm(8, 4, estimate=True)
+        self.head = nn.Conv2d(8, 8, 1)
+        self.norm2 = BatchChannelNorm(8, 2, estimate=True)
+
+    def forward(self, inputs, mode='loss'):
+        out = self.norm2(self.head(torch.relu(self.norm(self.conv(inputs)))))
+        return dict(loss=out.pow(2).mean())
+
+
+class Images(torch.utils.data.Dataset):
+
+    def __len__(self):
+        return 16
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return dict(inputs=1.0 + torch.randn(3, 8, 8, generator=g))
+
+
+class Recorder(Hook):
+    """Runs after BCNUpdateRateHook (lower priority) and records r and lr."""
+    priority = 'LOW'
+
+    def __init__(self):
+        self.seen = []
+
+    def before_train_iter(self, runner, batch_idx, data_batch=None):
+        model = runner.model
+        lrs = runner.optim_wrapper.get_lr()['lr']
+        self.seen.append((model.norm.update_rate, model.norm2.update_rate,
+                          lrs))
+
+
+def make_runner(tmp_path, hooks, paramwise_cfg=None):
+    return Runner(
+        model=TinyNet(),
+        work_dir=str(tmp_path),
+        train_dataloader=dict(
+            dataset=Images(), batch_size=1, num_workers=0,
+            sampler=dict(type='DefaultSampler', shuffle=False),
+            collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(
+            optimizer=dict(type='SGD', lr=0.1, momentum=0.9),
+            paramwise_cfg=paramwise_cfg),
+        param_scheduler=[
+            dict(type='LinearLR', start_factor=0.1, by_epoch=False,
+                 begin=0, end=4)
+        ],
+        train_cfg=dict(by_epoch=False, max_iters=6, val_interval=100),
+        custom_hooks=hooks,
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook',
+                                           interval=100)),
+        default_scope='mmengine')
+
+
+def test_rate_follows_learning_rate_with_warmup(tmp_path):
+    recorder = Recorder()
+    runner = make_runner(tmp_path, [dict(type='BCNUpdateRateHook'),
+                                    recorder])
+    runner.train()
+    rates = [r for r, _, _ in recorder.seen]
+    lrs = [lr[0] for _, _, lr in recorder.seen]
+    assert len(rates) == 6
+    assert rates == pytest.approx(lrs)
+    assert rates[0] == pytest.approx(0.01) and rates[-1] == pytest.approx(
+        0.1)  # warm-up moved it
+    assert not torch.equal(runner.model.norm.running_mean, torch.zeros(8))
+
+
+def test_multiplier_and_parameter_group_rates(tmp_path):
+    recorder = Recorder()
+    runner = make_runner(
+        tmp_path, [dict(type='BCNUpdateRateHook', multiplier=0.5), recorder],
+        paramwise_cfg=dict(custom_keys={'norm2': dict(lr_mult=0.1)}))
+    runner.train()
+    rate, rate2, lrs = recorder.seen[-1]
+    assert rate == pytest.approx(0.5 * 0.1)
+    assert rate2 == pytest.approx(0.5 * 0.1 * 0.1)
+
+
+def test_training_without_the_hook_names_it(tmp_path):
+    runner = make_runner(tmp_path, [])
+    with pytest.raises(RuntimeError, match='BCNUpdateRateHook'):
+        runner.train()
+
+
+def test_bad_multiplier():
+    from mmbcn.engine import BCNUpdateRateHook
+    with pytest.raises(ValueError, match='multiplier'):
+        BCNUpdateRateHook(multiplier=0)

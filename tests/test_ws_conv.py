@@ -1,0 +1,62 @@
+"""WSConv against Weight Standardization written plainly."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmbcn.cnn import WSConv2d, standardize_weight
+
+
+def plain_ws(w, eps, formula):
+    out = torch.empty_like(w)
+    for o in range(w.shape[0]):
+        k = w[o]
+        mean = k.sum() / k.numel()
+        var = ((k - mean)**2).sum() / (k.numel() - 1)  # unbiased
+        if formula == 'var':
+            out[o] = (k - mean) / torch.sqrt(var + eps)
+        else:
+            out[o] = (k - mean) / (torch.sqrt(var) + eps)
+    return out
+
+
+@pytest.mark.parametrize('formula', ['var', 'std'])
+def test_standardization_matches_plain_formula(formula):
+    conv = WSConv2d(4, 6, 3, padding=1, bias=True, formula=formula).double()
+    torch.testing.assert_close(conv.standardized_weight(),
+                               plain_ws(conv.weight, 1e-5, formula))
+    x = torch.randn(2, 4, 7, 7, dtype=torch.float64, requires_grad=True)
+    expected = F.conv2d(x, plain_ws(conv.weight, 1e-5, formula), conv.bias,
+                        padding=1)
+    torch.testing.assert_close(conv(x), expected)
+    assert torch.autograd.gradcheck(
+        lambda x, w: F.conv2d(x, standardize_weight(w, formula=formula)),
+        (x[:1, :, :4, :4].detach().requires_grad_(),
+         conv.weight.detach().clone().requires_grad_()))
+
+
+def test_std_formula_equals_mmcv_conv_ws():
+    from mmcv.cnn.bricks.conv_ws import ConvWS2d
+    ours = WSConv2d(3, 5, 3, formula='std')
+    theirs = ConvWS2d(3, 5, 3)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(1, 3, 9, 9)
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+def test_eval_never_serves_a_stale_weight():
+    conv = WSConv2d(3, 4, 3).eval()
+    x = torch.randn(1, 3, 5, 5)
+    with torch.no_grad():
+        first = conv(x)
+        conv.weight.data.mul_(torch.rand_like(conv.weight) + 0.5)
+        second = conv(x)
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(
+        second, F.conv2d(x, plain_ws(conv.weight, 1e-5, 'var'), conv.bias))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="formula"):
+        WSConv2d(3, 4, 3, formula='l2')
+    with pytest.raises(ValueError, match='at least 2 weights'):
+        WSConv2d(1, 4, 1)
