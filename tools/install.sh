@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Create (or reuse) a virtual environment and install mmbcn with its
+# OpenMMLab stack for CPU: torch 2.13.0 first, then mmcv 2.1.0 built with its
+# ops, mmengine, mmdet 3.3.0, mmsegmentation 1.2.2, then mmbcn (editable).
+# A second run with everything in place returns in seconds.
+#
+#   bash tools/install.sh            # .venv in the repository root
+#   VENV=/path/to/env bash tools/install.sh
+#
+# GPU users: see README ("Installing on a GPU machine").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+STAMP="$VENV/.mmbcn-install"
+want="$(cat tools/install.sh setup.py | sha256sum | cut -c1-16) $TORCH_SPEC"
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && \
+   "$VENV/bin/python" -c 'import mmbcn, mmcv.ops, mmdet, mmseg' 2>/dev/null; then
+  echo "mmbcn: environment $VENV is up to date"
+  exit 0
+fi
+
+step() { echo "mmbcn install [$1/5] $2"; }
+[ -x "$VENV/bin/python" ] || { step 1 "creating $VENV"; "$PY" -m venv "$VENV"; }
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+
+step 2 "$TORCH_SPEC (installed first: an unpinned torch would pull CUDA packages)"
+pip install "$TORCH_SPEC"
+# mmcv's setup.py imports pkg_resources (gone from new setuptools) and must
+# build against the torch above, hence no build isolation.
+pip install "setuptools<70" wheel ninja
+
+step 3 "mmcv 2.1.0 with ops (built from source once, ~7 min on 2 cores; pip caches the wheel)"
+if ! "$VENV/bin/python" -c 'import mmcv.ops' 2>/dev/null; then
+  MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} pip install --no-build-isolation mmcv==2.1.0
+fi
+
+step 4 "mmengine, mmdet, mmsegmentation"
+pip install mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex
+
+step 5 "mmbcn (editable) with test extras"
+pip install --no-build-isolation -e ".[tests]"
+"$VENV/bin/python" -c 'import mmbcn, mmcv.ops, mmdet, mmseg; print("mmbcn", mmbcn.__version__, "ready")'
+echo "$want" > "$STAMP"
