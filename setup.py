@@ -40,6 +40,9 @@ setup(
         'regex',
         'numpy',
         'pycocotools',
+        # mmengine 0.10 imports pkg_resources (gone from setuptools 81) to
+        # resolve 'mmdet::' / 'mmseg::' config paths.
+        'setuptools>=77.0.3,<81',
     ],
     extras_require={
         'tests': ['pytest'],

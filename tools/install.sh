@@ -38,7 +38,9 @@ if ! "$VENV/bin/python" -c 'import mmcv.ops' 2>/dev/null; then
 fi
 
 step 4 "mmengine, mmdet, mmsegmentation"
-pip install mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex
+# torch wants setuptools>=77; mmengine imports pkg_resources (gone after 80).
+pip install "setuptools>=77.0.3,<81" mmengine==0.10.7 mmdet==3.3.0 \
+  mmsegmentation==1.2.2 ftfy regex
 
 step 5 "mmbcn (editable) with test extras"
 pip install --no-build-isolation -e ".[tests]"
