@@ -1,4 +1,14 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
+from .checkpoint_hook import WeightsOnlyCheckpointHook
+from .cpu_distributed import (CPUDistributedDataParallel,
+                              prepare_cpu_distributed)
+from .tool_setup import (add_weights_only_checkpoints, check_checkpoint_paths,
+                         prepare_and_check_data)
 from .update_rate_hook import BCNUpdateRateHook, estimate_layers
 
-__all__ = ['BCNUpdateRateHook', 'estimate_layers']
+__all__ = [
+    'BCNUpdateRateHook', 'estimate_layers', 'WeightsOnlyCheckpointHook',
+    'CPUDistributedDataParallel', 'prepare_cpu_distributed',
+    'add_weights_only_checkpoints', 'prepare_and_check_data',
+    'check_checkpoint_paths'
+]

@@ -1,0 +1,96 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+"""What ``tools/train.py`` and ``tools/test.py`` add to every config."""
+import os.path as osp
+from typing import Iterable
+
+from mmengine.registry import DATASETS, DefaultScope
+
+
+def add_weights_only_checkpoints(cfg) -> None:
+    """Make the run's checkpoints loadable with weights_only=True."""
+    hooks = list(cfg.get('custom_hooks') or [])
+    if not any(h.get('type') == 'WeightsOnlyCheckpointHook' for h in hooks):
+        hooks.append(dict(type='WeightsOnlyCheckpointHook'))
+    cfg.custom_hooks = hooks
+
+
+def _datasets(cfg, where):
+    """(where, dataset config) for a dataset and the ones it wraps."""
+    yield where, cfg
+    if cfg.get('dataset') is not None:
+        yield from _datasets(cfg['dataset'], f'{where}.dataset')
+    for i, sub in enumerate(cfg.get('datasets') or []):
+        yield from _datasets(sub, f'{where}.datasets[{i}]')
+
+
+def prepare_and_check_data(cfg, loaders: Iterable[str]) -> None:
+    """Generate bundled demo data where a dataset type can, then make sure
+    every path a dataset reads exists, before any model is built.
+
+    Raises FileNotFoundError naming the config key and the path.
+    """
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')), \
+            DATASETS.switch_scope_and_registry(None) as registry:
+        for loader in loaders:
+            if cfg.get(loader) is None:
+                continue
+            for where, ds in _datasets(cfg[loader]['dataset'],
+                                       f'{loader}.dataset'):
+                _check_one(registry, where, ds)
+
+
+def _check_one(registry, where, ds) -> None:
+    cls = registry.get(ds['type']) if isinstance(ds.get('type'),
+                                                 str) else ds.get('type')
+    data_root = ds.get('data_root') or ''
+    if hasattr(cls, 'ensure_data') and data_root:
+        cls.ensure_data(data_root)
+    if ds.get('dataset') is not None or ds.get('datasets') is not None:
+        return  # a wrapper: its inner datasets are checked
+    paths = []
+    if data_root:
+        paths.append(('data_root', data_root))
+    if ds.get('ann_file'):
+        paths.append(('ann_file', osp.join(data_root, ds['ann_file'])))
+    for key, sub in (ds.get('data_prefix') or {}).items():
+        if isinstance(sub, str) and sub:
+            paths.append((f'data_prefix.{key}', osp.join(data_root, sub)))
+    for key, path in paths:
+        if not osp.exists(path):
+            raise FileNotFoundError(
+                f'{where}.{key}: {path!r} does not exist. Prepare the '
+                'dataset (README, "Data") or point the config at it, e.g. '
+                f"--cfg-options {where}.data_root=/path/to/data/")
+
+
+def _init_cfgs(node, where):
+    """(where, init_cfg) for every init_cfg in a model config."""
+    if isinstance(node, dict):
+        init = node.get('init_cfg')
+        for one in (init if isinstance(init, list) else [init]):
+            if isinstance(one, dict):
+                yield f'{where}.init_cfg', one
+        for key, value in node.items():
+            if key != 'init_cfg':
+                yield from _init_cfgs(value, f'{where}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _init_cfgs(value, f'{where}[{i}]')
+
+
+def check_checkpoint_paths(cfg) -> None:
+    """Local pretrained checkpoints (init_cfg) and ``load_from`` must exist
+    before a run starts; the error says how to get or skip them."""
+    for where, init in _init_cfgs(cfg.get('model'), 'model'):
+        path = init.get('checkpoint')
+        if (init.get('type') == 'Pretrained' and isinstance(path, str)
+                and '://' not in path and not osp.isfile(path)):
+            raise FileNotFoundError(
+                f'{where}.checkpoint: {path!r} does not exist. Convert the '
+                "authors' ImageNet model with tools/model_converters/"
+                'official_bcn.py (README, "Model zoo"), or train from '
+                f'scratch with --cfg-options {where}=None')
+    load_from = cfg.get('load_from')
+    if (isinstance(load_from, str) and '://' not in load_from
+            and not osp.isfile(load_from)):
+        raise FileNotFoundError(f'load_from: {load_from!r} does not exist')
