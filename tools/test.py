@@ -1,0 +1,76 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+"""Evaluate a checkpoint with the config's test dataloader and metrics.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
+        [--cfg-options k=v ...] [--launcher pytorch]
+
+Checkpoints are read with torch.load(weights_only=True).
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmbcn  # noqa: F401
+from mmbcn.engine import (add_weights_only_checkpoints,
+                          prepare_and_check_data, prepare_cpu_distributed)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Test (and eval) a model')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='where to save the metrics')
+    parser.add_argument('--out', help='dump predictions to this pickle '
+                        'file (mmdet/mmseg DumpResults)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, xxx=yyy (lists: key="[a,b]")')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    for what, path in (('config', args.config),
+                       ('checkpoint', args.checkpoint)):
+        if not osp.isfile(path):
+            raise FileNotFoundError(f'{what} file {path!r} not found')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    cfg.resume = False
+    add_weights_only_checkpoints(cfg)
+    if args.out is not None:
+        if not args.out.endswith(('.pkl', '.pickle')):
+            raise ValueError(f'--out {args.out!r} must be a .pkl file')
+        scope = cfg.get('default_scope', 'mmdet')
+        cfg.test_evaluator = list(cfg.test_evaluator) if isinstance(
+            cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]
+        cfg.test_evaluator.append(
+            dict(type=f'{scope}.DumpResults' if scope == 'mmdet' else
+                 'DumpResults', out_file_path=args.out))
+    prepare_cpu_distributed(cfg, args.launcher)
+    prepare_and_check_data(cfg, ['test_dataloader'])
+    runner = (Runner.from_cfg(cfg)
+              if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    return runner.test()
+
+
+if __name__ == '__main__':
+    main()

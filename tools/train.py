@@ -1,0 +1,92 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+"""Train an mmdet or mmseg model (BCN or not) from a config.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--auto-scale-lr] [--cfg-options k=v ...] [--launcher pytorch]
+
+Multi-GPU / multi-process: tools/dist_train.sh (torchrun), Slurm:
+tools/slurm_train.sh. On machines without CUDA the processes use gloo.
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmengine.config import Config, DictAction
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+import mmbcn  # noqa: F401  (registers BCN, SyncBCN, WSConv, hooks)
+from mmbcn.engine import (add_weights_only_checkpoints, check_checkpoint_paths,
+                          prepare_and_check_data, prepare_cpu_distributed)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='where to save logs and models')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by the total batch size '
+                        '(auto_scale_lr in the config)')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from this checkpoint, or without a path from the '
+        'latest checkpoint in the work directory')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, xxx=yyy (lists: key="[a,b]")')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
+
+
+def build_config(args) -> Config:
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config file {args.config!r} not found')
+    cfg = Config.fromfile(args.config)
+    cfg.launcher = args.launcher
+    if args.cfg_options is not None:
+        cfg.merge_from_dict(args.cfg_options)
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        cfg.optim_wrapper.type = 'AmpOptimWrapper'
+        cfg.optim_wrapper.loss_scale = 'dynamic'
+    if args.auto_scale_lr:
+        if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
+            raise KeyError('--auto-scale-lr needs auto_scale_lr.'
+                           'base_batch_size in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise FileNotFoundError(f'--resume: {args.resume!r} not found')
+        cfg.resume, cfg.load_from = True, args.resume
+    add_weights_only_checkpoints(cfg)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = build_config(args)
+    prepare_cpu_distributed(cfg, args.launcher)
+    prepare_and_check_data(cfg, ['train_dataloader', 'val_dataloader'])
+    if not cfg.get('resume'):
+        check_checkpoint_paths(cfg)
+    runner = (Runner.from_cfg(cfg)
+              if 'runner_type' not in cfg else RUNNERS.build(cfg))
+    runner.train()
+    return runner
+
+
+if __name__ == '__main__':
+    main()
