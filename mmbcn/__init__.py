@@ -8,6 +8,7 @@ registries that mmcv, mmdet and mmseg build from.
 from .cnn import (BatchChannelNorm, SyncBatchChannelNorm, WSConv2d,
                   standardize_weight)
 from .engine import BCNUpdateRateHook
+from . import datasets  # noqa: F401  (registers the demo datasets)
 from .version import __version__
 
 __all__ = [

@@ -1,0 +1,156 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+"""Bundled demo data: a small COCO-format instance segmentation dataset of
+coloured shapes, generated deterministically on first use.
+
+Each image has a textured background and 1-5 squares, circles and triangles
+of varied sizes and colours that may overlap; later shapes occlude earlier
+ones, and each instance's mask, box and area describe what stays visible
+(masks stored as COCO RLE). Layout under ``data_root``::
+
+    annotations/instances_{train,val}.json
+    train/*.jpg   val/*.jpg
+"""
+import json
+import os
+import os.path as osp
+import shutil
+import tempfile
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+from mmdet.datasets import CocoDataset
+from mmdet.registry import DATASETS
+from pycocotools import mask as mask_utils
+
+CLASSES = ('square', 'circle', 'triangle')
+SPLITS = {'train': (240, 0), 'val': (48, 1)}  # (images, seed)
+MIN_VISIBLE_AREA = 40
+
+
+def _background(rng, h, w):
+    """Smooth colour gradient plus low-frequency blobs and pixel noise."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = rng.uniform(40, 215, size=3)
+    tilt = rng.uniform(-0.25, 0.25, size=(2, 3))
+    img = base + yy[..., None] * tilt[0] + xx[..., None] * tilt[1]
+    coarse = rng.normal(0, 18, size=(h // 16 + 1, w // 16 + 1, 3))
+    img += cv2.resize(coarse.astype(np.float32), (w, h),
+                      interpolation=cv2.INTER_CUBIC)
+    img += rng.normal(0, 6, size=(h, w, 3))
+    return img
+
+
+def _draw(shape, rng, h, w):
+    """A filled shape's mask (uint8 0/1) at a random place and size."""
+    size = int(rng.uniform(0.12, 0.42) * min(h, w))
+    cx = int(rng.uniform(size / 2, w - size / 2))
+    cy = int(rng.uniform(size / 2, h - size / 2))
+    mask = np.zeros((h, w), np.uint8)
+    if shape == 'circle':
+        cv2.circle(mask, (cx, cy), size // 2, 1, -1)
+    else:
+        n = 4 if shape == 'square' else 3
+        angle = rng.uniform(0, 2 * np.pi)
+        radius = size / 2 * (np.sqrt(2) if n == 4 else 1.15)
+        pts = [(cx + radius * np.cos(angle + 2 * np.pi * k / n),
+                cy + radius * np.sin(angle + 2 * np.pi * k / n))
+               for k in range(n)]
+        cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], 1)
+    return mask
+
+
+def _image(rng):
+    h, w = (int(v) for v in rng.integers(160, 257, size=2))
+    img = _background(rng, h, w)
+    shapes = []
+    for _ in range(int(rng.integers(1, 6))):
+        label = int(rng.integers(len(CLASSES)))
+        mask = _draw(CLASSES[label], rng, h, w)
+        colour = rng.uniform(0, 255, size=3)
+        shade = rng.uniform(0.85, 1.15, size=(h, w, 1))
+        img = np.where(mask[..., None] > 0, colour * shade, img)
+        for _, earlier in shapes:  # occlusion by the new shape
+            earlier &= 1 - mask
+        shapes.append((label, mask))
+    return np.clip(img, 0, 255).astype(np.uint8), shapes
+
+
+def _annotations(shapes, image_id, next_id) -> List[Dict]:
+    anns = []
+    for label, mask in shapes:
+        area = int(mask.sum())
+        if area < MIN_VISIBLE_AREA:
+            continue
+        rle = mask_utils.encode(np.asfortranarray(mask))
+        x, y, bw, bh = (float(v) for v in mask_utils.toBbox(rle))
+        rle['counts'] = rle['counts'].decode('ascii')
+        anns.append(dict(id=next_id + len(anns), image_id=image_id,
+                         category_id=label + 1, segmentation=rle,
+                         area=area, bbox=[x, y, bw, bh], iscrowd=0))
+    return anns
+
+
+def generate_shapes_coco(root: str, sizes: Optional[Dict[str, int]] = None
+                         ) -> None:
+    """Write the dataset to ``root`` (deterministic: same bytes each time).
+
+    ``sizes`` overrides the number of images per split (a split's first
+    images are the same whatever its size)."""
+    os.makedirs(osp.join(root, 'annotations'), exist_ok=True)
+    categories = [dict(id=i + 1, name=n, supercategory='shape')
+                  for i, n in enumerate(CLASSES)]
+    for split, (count, seed) in SPLITS.items():
+        count = (sizes or {}).get(split, count)
+        os.makedirs(osp.join(root, split), exist_ok=True)
+        rng = np.random.default_rng(seed)
+        images, anns = [], []
+        for i in range(count):
+            img, shapes = _image(rng)
+            name = f'{split}_{i:04d}.jpg'
+            cv2.imwrite(osp.join(root, split, name), img,
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            images.append(dict(id=i + 1, file_name=name,
+                               height=img.shape[0], width=img.shape[1]))
+            anns += _annotations(shapes, i + 1, len(anns) + 1)
+        with open(osp.join(root, 'annotations', f'instances_{split}.json'),
+                  'w') as f:
+            json.dump(dict(images=images, annotations=anns,
+                           categories=categories), f)
+
+
+@DATASETS.register_module()
+class ShapesCocoDataset(CocoDataset):
+    """COCO-format shapes dataset, generated under ``data_root`` on first
+    use (``tools/train.py`` and ``tools/test.py`` call
+    :meth:`ensure_data`; so does building the dataset)."""
+
+    METAINFO = dict(classes=CLASSES,
+                    palette=[(220, 20, 60), (0, 130, 200), (60, 180, 75)])
+
+    def __init__(self, *args, data_root: str = '', **kwargs):
+        if data_root:
+            self.ensure_data(data_root)
+        super().__init__(*args, data_root=data_root, **kwargs)
+
+    @classmethod
+    def ensure_data(cls, data_root: str) -> None:
+        """Generate the data into ``data_root`` unless it is there. Safe
+        when several processes start at once: each writes a private copy
+        and the first rename wins."""
+        root = osp.normpath(data_root)
+        if osp.isfile(osp.join(root, 'annotations', 'instances_val.json')):
+            return
+        parent = osp.dirname(osp.abspath(root))
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix='.shapes-', dir=parent)
+        try:
+            generate_shapes_coco(tmp)
+            try:
+                os.rename(tmp, root)
+            except OSError:
+                if not osp.isfile(
+                        osp.join(root, 'annotations', 'instances_val.json')):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
