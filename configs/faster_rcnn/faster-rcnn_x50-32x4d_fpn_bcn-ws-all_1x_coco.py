@@ -1,0 +1,10 @@
+_base_ = './faster-rcnn_r50_fpn_bcn-ws-all_1x_coco.py'
+model = dict(
+    backbone=dict(
+        type='ResNeXt',
+        depth=50,
+        groups=32,
+        base_width=4,
+        init_cfg=dict(
+            type='Pretrained',
+            checkpoint='checkpoints/x50-32x4d_bcn-ws_imagenet.pth')))
