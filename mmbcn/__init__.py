@@ -9,6 +9,7 @@ from .cnn import (BatchChannelNorm, SyncBatchChannelNorm, WSConv2d,
                   standardize_weight)
 from .engine import BCNUpdateRateHook
 from . import datasets  # noqa: F401  (registers the demo datasets)
+from . import models  # noqa: F401  (registers BCNASPPHead in mmseg)
 from .version import __version__
 
 __all__ = [
