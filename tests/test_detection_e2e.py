@@ -121,15 +121,14 @@ def test_missing_dataset_fails_before_training(tmp_path):
 
 
 def test_missing_pretrained_backbone_says_what_to_do(tmp_path, shapes):
-    cfg = write_config(tmp_path, shapes)
+    pretrained = dict(_delete_=True, type='Pretrained',
+                      checkpoint='checkpoints/missing.pth')
+    cfg = write_config(tmp_path, shapes,
+                       model=dict(backbone=dict(init_cfg=pretrained)))
     with pytest.raises(FileNotFoundError,
                        match=r'official_bcn\.py.*model\.backbone\.init_cfg'
                        r'=None'):
-        load_tool('train').main([
-            cfg, '--work-dir', str(tmp_path), '--cfg-options',
-            'model.backbone.init_cfg.type=Pretrained',
-            'model.backbone.init_cfg.checkpoint=checkpoints/missing.pth'
-        ])
+        load_tool('train').main([cfg, '--work-dir', str(tmp_path)])
 
 
 def test_two_gloo_processes_hold_identical_estimates(tmp_path, shapes):
