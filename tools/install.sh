@@ -42,7 +42,7 @@ step 4 "mmengine, mmdet, mmsegmentation"
 pip install "setuptools>=77.0.3,<81" mmengine==0.10.7 mmdet==3.3.0 \
   mmsegmentation==1.2.2 ftfy regex
 
-step 5 "mmbcn (editable) with test extras"
-pip install --no-build-isolation -e ".[tests]"
+step 5 "mmbcn (editable) with the tests and analysis extras"
+pip install --no-build-isolation -e ".[tests,analysis]"
 "$VENV/bin/python" -c 'import mmbcn, mmcv.ops, mmdet, mmseg; print("mmbcn", mmbcn.__version__, "ready")'
 echo "$want" > "$STAMP"

@@ -1,0 +1,28 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+"""Tables of experiment results: CSV for machines, markdown for the
+README."""
+import csv
+from typing import Dict, List, Sequence
+
+
+def _text(value) -> str:
+    if isinstance(value, float):
+        return f'{value:.4f}'
+    return str(value)
+
+
+def write_csv(path: str, rows: List[Dict], columns: Sequence[str]) -> None:
+    with open(path, 'w', newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({c: _text(row[c]) for c in columns})
+
+
+def markdown_table(rows: List[Dict], columns: Sequence[str]) -> str:
+    lines = ['| ' + ' | '.join(columns) + ' |',
+             '|' + '|'.join('---' for _ in columns) + '|']
+    for row in rows:
+        lines.append('| ' + ' | '.join(_text(row[c]) for c in columns) +
+                     ' |')
+    return '\n'.join(lines) + '\n'
