@@ -2,7 +2,7 @@
 # scratch on the bundled shapes data (generated under data/ on first use),
 # one image per iteration: micro-batch BCN (Algorithm 1), on a CPU in minutes.
 # Lighter than the paper's model where CPU time demands it: 128-channel FPN
-# and heads, 128 sampled RoIs, small images.
+# and heads, 64 sampled RoIs, small images.
 _base_ = './mask-rcnn_r50_fpn_bcn-ws-all_2x_coco.py'
 
 data_root = 'data/shapes_coco/'
@@ -28,7 +28,7 @@ model = dict(
             num_classes=num_classes)),
     train_cfg=dict(
         rpn_proposal=dict(nms_pre=1000, max_per_img=300),
-        rcnn=dict(sampler=dict(num=128))),
+        rcnn=dict(sampler=dict(num=64))),
     test_cfg=dict(rpn=dict(nms_pre=500, max_per_img=300)))
 
 train_pipeline = [
