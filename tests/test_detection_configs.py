@@ -8,7 +8,7 @@ import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
-from mmengine.registry import DefaultScope, init_default_scope
+from mmengine.registry import DefaultScope
 
 import mmbcn  # noqa: F401
 from mmbcn.cnn import BatchChannelNorm, WSConv2d
@@ -46,7 +46,6 @@ def one_image(size=96):
 def test_config_builds_and_predicts(path):
     cfg = Config.fromfile(path)
     cfg.model.backbone.init_cfg = None  # no weights in tests
-    init_default_scope(cfg.default_scope)
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(cfg.model)
     model.init_weights()

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 from torch import nn
 
 from mmbcn.models.official_checkpoint import (
@@ -399,9 +399,9 @@ def deeplab(tmp_path_factory):
     dst = str(folder / 'deeplabv3_r101_bcn-ws_voc12aug_official.pth')
     convert_official_checkpoint(src, dst, log=lambda line: None)
     cfg = Config.fromfile(DEEPLAB_CONFIG)
-    init_default_scope('mmseg')
     from mmseg.registry import MODELS
-    segmentor = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        segmentor = MODELS.build(cfg.model)
     segmentor.load_state_dict(loaded(dst)['state_dict'], strict=True)
     return official, segmentor.eval(), loaded(dst)['meta']
 

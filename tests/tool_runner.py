@@ -3,7 +3,6 @@ import importlib.util
 import os
 import os.path as osp
 import subprocess
-import sys
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 HELPERS = osp.join(REPO, 'tests', 'helpers')
