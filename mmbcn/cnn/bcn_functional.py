@@ -17,8 +17,19 @@ The moments of ``x_dot`` over a (sample, group) follow from the moments of
 whole layer is ``y = A[n, c] * x + B[n, c]`` with ``A`` and ``B`` computed
 from O(N*C) numbers. :func:`bcn_coefficients` computes them;
 :class:`MomentAffine` applies ``y = A*x + B`` with a hand-written backward
-that touches the full-size tensors only twice (two reductions and one
-elementwise pass), so BCN costs about what GroupNorm costs.
+that touches the full-size tensors only in per-(n, c) reductions and
+elementwise passes.
+
+On contiguous float32/float64 CPU tensors the full-size passes run on
+PyTorch's normalization kernels, viewing ``x`` as N*C rows of length L
+(one group, or one BatchNorm channel, per row): GroupNorm's moment kernel
+for the per-(n, c) mean and variance (vectorized, Welford-combined, so
+stable at a large mean and a small spread), BatchNorm's inference kernel
+for the row-wise affine ``A*x + B`` (weight A, bias B, mean 0, variance
+1, eps 0), and GroupNorm's backward kernel for the row sums of ``dy*x``
+and ``dy`` in one pass. ``torch.var_mean`` and broadcasting ``addcmul``
+compute the same numbers several times slower there. Other devices,
+dtypes and layouts use those generic operations.
 """
 import math
 from typing import Callable, Optional, Sequence, Tuple
@@ -33,6 +44,26 @@ def reduce_dims(x: Tensor) -> Tuple[int, ...]:
     return tuple(range(2, x.dim()))
 
 
+def row_kernels(x: Tensor) -> bool:
+    """Whether the normalization kernels can treat ``x`` (N, C, *) as N*C
+    contiguous rows (see the module docstring)."""
+    return (x.device.type == 'cpu' and x.dtype in (torch.float32,
+                                                   torch.float64)
+            and x.dim() >= 3 and x.numel() > 0 and x.is_contiguous())
+
+
+def _moments_and_buffer(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """Per-(n, c) mean and biased variance of a :func:`row_kernels` tensor
+    from GroupNorm's moment kernel with one group per channel, and the
+    full-size buffer that kernel wrote (its normalized output, not needed
+    here), which :func:`apply_affine` may overwrite."""
+    n, c = x.shape[:2]
+    buffer, mean, rstd = torch.native_group_norm(x, None, None, n, c,
+                                                 x[0, 0].numel(), c, 0.0)
+    # eps 0: rstd = 1 / sqrt(var), and a constant row's inf gives back 0.
+    return buffer, mean.view(n, c), rstd.pow(-2).view(n, c)
+
+
 def channel_moments(x: Tensor) -> Tuple[Tensor, Tensor]:
     """Per-(sample, channel) mean and biased variance of ``x``, in float32
     (float64 for float64 input), each of shape (N, C)."""
@@ -41,6 +72,8 @@ def channel_moments(x: Tensor) -> Tuple[Tensor, Tensor]:
     if x.numel() == 0:
         empty = x.new_zeros(x.shape[:2])
         return empty, empty.clone()
+    if row_kernels(x):
+        return _moments_and_buffer(x)[1:]
     var, mean = torch.var_mean(x, dim=reduce_dims(x), correction=0)
     return mean, var
 
@@ -94,10 +127,42 @@ def _expand(t: Tensor, x: Tensor) -> Tensor:
     return t.view(t.shape + (1, ) * (x.dim() - 2))
 
 
-def apply_affine(x: Tensor, coef_a: Tensor, coef_b: Tensor) -> Tensor:
-    """``A * x + B`` with (N, C) coefficients, in ``x``'s dtype."""
+def apply_affine(x: Tensor,
+                 coef_a: Tensor,
+                 coef_b: Tensor,
+                 out: Optional[Tensor] = None) -> Tensor:
+    """``A * x + B`` with (N, C) coefficients, in ``x``'s dtype; written
+    into ``out`` (a tensor like ``x``) when given and the row kernels
+    apply."""
+    if row_kernels(x) and coef_a.dtype == x.dtype:
+        rows = coef_a.numel()
+        if out is None:
+            out = torch.empty_like(x)
+        # BatchNorm inference: y = (x - 0) / sqrt(1 + 0) * A + B, per row.
+        torch.ops.aten.native_batch_norm.out(
+            x.view(1, rows, -1), coef_a.reshape(rows),
+            coef_b.reshape(rows), coef_a.new_zeros(rows),
+            coef_a.new_ones(rows), False, 0.0, 0.0,
+            out=out.view(1, rows, -1), save_mean=x.new_empty(0),
+            save_invstd=x.new_empty(0))
+        return out
     y = torch.addcmul(_expand(coef_b, x), x, _expand(coef_a, x))
     return y.to(x.dtype)
+
+
+def row_sums(dy: Tensor, x: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-(n, c) sums of ``dy * x`` and of ``dy``, each (N, C)."""
+    n, c = x.shape[:2]
+    if row_kernels(x) and dy.dtype == x.dtype:
+        rows, length = n * c, x[0, 0].numel()
+        # GroupNorm backward with one group per row, mean 0, rstd 1 and
+        # weight 1: d(weight) = sum(dy * x), d(bias) = sum(dy), one pass.
+        _, dot, total = torch.ops.aten.native_group_norm_backward(
+            dy.contiguous().view(1, rows, length), x.view(1, rows, length),
+            x.new_zeros(1, rows), x.new_ones(1, rows), x.new_ones(rows), 1,
+            rows, length, rows, [False, True, True])
+        return dot.view(n, c), total.view(n, c)
+    return _dot(dy, x), dy.sum(reduce_dims(x))
 
 
 CoefficientFn = Callable[..., Tuple[Tensor, Tensor]]
@@ -121,14 +186,14 @@ class MomentAffine(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, fn: CoefficientFn, *params: Tensor) -> Tensor:
-        mean, var = channel_moments(x)
+        buffer, mean, var = _moments(x)
         leaves = [mean.requires_grad_(), var.requires_grad_()]
         leaves += [p.detach().requires_grad_(p.requires_grad) for p in params]
         with torch.enable_grad():
             coef_a, coef_b = fn(*leaves)
         ctx.graph = (leaves, coef_a, coef_b)
         ctx.save_for_backward(x)
-        return apply_affine(x, coef_a.detach(), coef_b.detach())
+        return apply_affine(x, coef_a.detach(), coef_b.detach(), buffer)
 
     @staticmethod
     @once_differentiable
@@ -138,9 +203,7 @@ class MomentAffine(torch.autograd.Function):
         in_dtype = x.dtype
         if x.dtype not in (torch.float32, torch.float64):
             x, dy = x.float(), dy.float()
-        dims = reduce_dims(x)
-        grad_b = dy.sum(dims)
-        grad_a = _dot(dy, x)
+        grad_a, grad_b = row_sums(dy, x)
         wanted = [t for t in leaves if t.requires_grad]
         grads = torch.autograd.grad((coef_a, coef_b), wanted,
                                     (grad_a, grad_b),
@@ -153,8 +216,8 @@ class MomentAffine(torch.autograd.Function):
         count = math.prod(x.shape[2:])
         p = 2.0 * dvar / count
         q = dmean / count - p * leaves[0].detach()
-        dx = torch.addcmul(_expand(q, x), x, _expand(p, x))
-        dx.addcmul_(dy, _expand(coef_a.detach(), x))
+        dx = apply_affine(x, p.to(x.dtype), q.to(x.dtype))
+        dx.addcmul_(dy, _expand(coef_a.detach().to(x.dtype), x))
         return (dx.to(in_dtype), None, *grad_of[2:])
 
 
@@ -169,6 +232,14 @@ def _dot(dy: Tensor, x: Tensor) -> Tensor:
     return (dy * x).sum(reduce_dims(x))
 
 
+def _moments(x: Tensor) -> Tuple[Optional[Tensor], Tensor, Tensor]:
+    """:func:`channel_moments` and, where the row kernels ran, their
+    full-size buffer (else ``None``)."""
+    if row_kernels(x):
+        return _moments_and_buffer(x)
+    return (None, ) + channel_moments(x)
+
+
 def moment_affine(x: Tensor, fn: CoefficientFn,
                   params: Sequence[Optional[Tensor]]) -> Tensor:
     """``fn``-normalize ``x`` through :class:`MomentAffine` when a gradient
@@ -176,6 +247,6 @@ def moment_affine(x: Tensor, fn: CoefficientFn,
     if torch.is_grad_enabled() and (x.requires_grad
                                     or any(p.requires_grad for p in params)):
         return MomentAffine.apply(x, fn, *params)
-    mean, var = channel_moments(x)
+    buffer, mean, var = _moments(x)
     coef_a, coef_b = fn(mean, var, *params)
-    return apply_affine(x, coef_a, coef_b)
+    return apply_affine(x, coef_a, coef_b, buffer)

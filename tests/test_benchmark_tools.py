@@ -1,0 +1,132 @@
+"""Smoke runs of tools/benchmark (tiny shapes, one round): they run, write
+JSON and markdown, and their measuring helpers count what they should.
+No timing is asserted."""
+import importlib.util
+import json
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+from bcn_reference import randomize, reference_large_batch
+from mmbcn.cnn import BatchChannelNorm
+
+BENCH = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
+                 'benchmark')
+
+
+def load(name):
+    if BENCH not in sys.path:
+        sys.path.insert(0, BENCH)
+    spec = importlib.util.spec_from_file_location(
+        f'bench_{name}', osp.join(BENCH, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_layer_speed_smoke(tmp_path):
+    tool = load('layer_speed')
+    data = tool.main(['--batch', '2', '--stages', '4', '--image-size', '256',
+                      '--repeat', '1', '--min-time', '0',
+                      '--out-dir', str(tmp_path)])
+    assert (tmp_path / 'layer_speed.md').read_text().count('| 2x2048x8x8 |') \
+        == len(tool.VARIANTS)
+    saved = json.loads((tmp_path / 'layer_speed.json').read_text())
+    assert saved['environment']['threads'] == torch.get_num_threads()
+    rows = {r['variant']: r for r in saved['results']}
+    assert set(rows) == set(tool.VARIANTS)
+    assert rows['GN']['fwd_bwd_ratio'] == 1.0
+    for row in rows.values():
+        assert row['fwd_bwd_ms'] > 0 and row['saved_mib'] > 0
+        assert row['peak_mib'] > 0  # measured in a child process (Linux)
+    # memory is deterministic: the composition keeps BN's output and the
+    # group step's normalized tensor besides the input, BCN the input only
+    assert rows['plain']['saved_ratio'] > 2.5
+    assert rows['plain']['peak_ratio'] > 2
+    assert rows['BCN']['saved_ratio'] < 1.3
+    assert set(data['summary']) == {
+        'BCN fwd+bwd / GN, worst shape', 'BCN fwd+bwd / GN, median shape',
+        'BCN-est fwd+bwd / GN, worst shape',
+        'BCN-est fwd+bwd / GN, median shape'}
+
+
+@pytest.mark.parametrize('estimate', [False, True])
+def test_plain_baseline_is_bcn(estimate):
+    """The benchmark's plain composition computes BCN (so the comparison
+    is between two ways of computing the same thing)."""
+    tool = load('layer_speed')
+    plain = tool.PlainBCN(8, 4, estimate=estimate,
+                          update_rate=0.5).double()
+    ours = BatchChannelNorm(8, 4, estimate=estimate,
+                            update_rate=0.5 if estimate else None).double()
+    randomize(ours)
+    with torch.no_grad():
+        plain.bn.weight.copy_(ours.batch_weight)
+        plain.bn.bias.copy_(ours.batch_bias)
+        plain.weight.copy_(ours.weight.view(1, -1, 1))
+        plain.bias.copy_(ours.bias.view(1, -1, 1))
+        plain.bn.running_mean.copy_(ours.running_mean)
+        plain.bn.running_var.copy_(ours.running_var)
+    x = torch.randn(3, 8, 5, 5, dtype=torch.float64)
+    for _ in range(2):
+        torch.testing.assert_close(plain(x), ours(x))
+    if not estimate:
+        torch.testing.assert_close(plain(x), reference_large_batch(x, ours))
+
+
+def test_saved_bytes_counts_each_storage_once():
+    tool = load('layer_speed')
+    x = torch.randn(1000, requires_grad=True)
+    with tool.saved_bytes_counter() as saved:
+        y = x * x  # saves x twice (both operands): one storage
+    assert saved['bytes'] == 4000
+    y.sum().backward()
+
+
+TINY_DETECTOR = [
+    'model.neck.out_channels=32', 'model.rpn_head.in_channels=32',
+    'model.rpn_head.feat_channels=32',
+    'model.roi_head.bbox_roi_extractor.out_channels=32',
+    'model.roi_head.bbox_head.in_channels=32',
+    'model.roi_head.bbox_head.conv_out_channels=32',
+    'model.roi_head.bbox_head.fc_out_channels=64',
+    'model.roi_head.mask_roi_extractor.out_channels=32',
+    'model.roi_head.mask_head.in_channels=32',
+    'model.roi_head.mask_head.conv_out_channels=32',
+    'model.train_cfg.rpn_proposal.max_per_img=32',
+    'model.train_cfg.rcnn.sampler.num=16',
+    'model.test_cfg.rpn.nms_pre=32', 'model.test_cfg.rpn.max_per_img=16'
+]
+
+
+def test_detection_step_smoke(tmp_path):
+    tool = load('detection_step')
+    data = tool.main(['--depth', '18', '--img-size', '64', '64',
+                      '--repeat', '1', '--warmup', '0', '--no-memory',
+                      '--out-dir', str(tmp_path), '--cfg-options'] +
+                     TINY_DETECTOR)
+    results = json.loads((tmp_path / 'detection_step.json').read_text())
+    assert results['results']['fold_report']['unfoldable'] == []
+    assert data['results']['folded_feature_rel_error'] < 1e-4
+    assert set(results['results']['infer_s']) == {
+        'BCN+WS', 'GN+WS', 'GN', 'BCN+WS folded'}
+    assert 'BCN+WS folded / GN' in results['results']['infer_ratio']
+    table = (tmp_path / 'detection_step.md').read_text()
+    assert 'training iteration' in table and '<= 1.02' in table
+
+
+def test_detection_configs_differ_only_in_norm_and_conv():
+    tool = load('detection_step')
+    args = tool.parse_args(['--depth', '18'])
+    configs, scope = tool.model_configs(args)
+    assert scope == 'mmdet'
+    bcn, gn_ws, gn = configs['BCN+WS'], configs['GN+WS'], configs['GN']
+    assert bcn.backbone.norm_cfg.type == 'BCN'
+    assert bcn.backbone.norm_cfg.estimate
+    assert gn_ws.backbone.norm_cfg.type == 'GN'
+    assert gn_ws.roi_head.mask_head.norm_cfg.type == 'GN'
+    assert gn_ws.neck.conv_cfg.type == 'WSConv'
+    assert gn.neck.conv_cfg is None and gn.backbone.conv_cfg is None
+    assert gn.backbone.depth == 18 and gn.backbone.init_cfg is None

@@ -1,0 +1,467 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+"""BCN's cost at the layer level, against nn.GroupNorm measured in the same
+run.
+
+    python tools/benchmark/layer_speed.py [--batch 1 16] [--image-size 224 [W]]
+        [--stages 1 2 3 4] [--repeat 7] [--min-time 0.05] [--threads N]
+        [--device cpu|cuda] [--no-memory] [--out-dir DIR]
+
+For the output shapes of ResNet-50's four stages (C x H/s x W/s for an
+``--image-size`` H [W] input; 224: ImageNet, ``800 1344``: a COCO image as
+the paper's detectors see it) and each batch size, in training mode,
+float32:
+
+* ``GN`` nn.GroupNorm(32, C), ``BN`` nn.BatchNorm2d(C);
+* ``BCN`` / ``BCN-est``: mmbcn's BCN, large-batch / micro-batch
+  (Algorithm 1, ``estimate=True``);
+* ``plain`` / ``plain-est``: BCN composed as the paper writes it (Eq. 16):
+  BatchNorm2d (or the batch step with Algorithm 1's estimates), then group
+  normalization and the per-group affine.
+
+Columns: forward (training mode, graph recorded), forward+backward
+(gradients of input and parameters), inference (eval mode, no graph), in
+ms; ratios to GN from the same round, median over ``--repeat`` rounds in
+which the variants run interleaved, in rotating order, after a warm-up;
+``saved``: bytes autograd keeps for the backward pass (tensors packed by
+``saved_tensors_hooks``, counted once per storage, the input included);
+``peak``: memory the forward+backward adds at its peak (CPU: resident set
+of a separate process whose allocator returns freed blocks at once; CUDA:
+``max_memory_allocated``).
+
+Writes ``layer_speed.json`` and ``layer_speed.md`` to ``--out-dir`` and
+prints the table. Timings on a shared machine are noisy: the JSON records
+the threads, the load average and the command.
+"""
+import argparse
+import contextlib
+import datetime
+import gc
+import json
+import math
+import os
+import os.path as osp
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmbcn.cnn import BatchChannelNorm
+
+GROUPS = 32
+UPDATE_RATE = 0.01
+# ResNet-50 stage outputs at a 224 x 224 input: channels and stride.
+RESNET50_STAGES = {1: (256, 4), 2: (512, 8), 3: (1024, 16), 4: (2048, 32)}
+MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536'}
+
+
+class PlainBCN(nn.Module):
+    """BCN as Eq. 16 writes it, ``CN(BN(X))``: a BatchNorm2d (or, with
+    ``estimate``, the batch step with Algorithm 1's estimates, lines 1-5 as
+    written), then group normalization of each sample's G channel groups
+    with a per-group affine (Eq. 15). The baseline the fused BCN replaces.
+    """
+
+    def __init__(self, channels: int, groups: int = GROUPS,
+                 estimate: bool = False, update_rate: float = UPDATE_RATE):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels)
+        self.groups = groups
+        self.estimate = estimate
+        self.update_rate = update_rate
+        self.weight = nn.Parameter(torch.ones(1, groups, 1))
+        self.bias = nn.Parameter(torch.zeros(1, groups, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        bn = self.bn
+        if self.estimate and self.training:
+            with torch.no_grad():
+                dims = (0, 2, 3)
+                mean = x.mean(dims)  # line 1
+                old = bn.running_mean.view(1, -1, 1, 1)
+                var = (x - old).pow(2).mean(dims)  # line 2
+                bn.running_mean.add_(self.update_rate *
+                                     (mean - bn.running_mean))  # line 3
+                bn.running_var.add_(self.update_rate *
+                                    (var - bn.running_var))  # line 4
+        if self.estimate:  # line 5, with the updated estimates
+            x = F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight,
+                             bn.bias, False, 0.0, bn.eps)
+        else:
+            x = bn(x)
+        y = F.group_norm(x, self.groups, eps=bn.eps)
+        y = torch.addcmul(self.bias, y.view(y.shape[0], self.groups, -1),
+                          self.weight)
+        return y.view_as(x)
+
+
+VARIANTS: Dict[str, Callable[[int], nn.Module]] = {
+    'GN': lambda c: nn.GroupNorm(GROUPS, c),
+    'BN': lambda c: nn.BatchNorm2d(c),
+    'BCN': lambda c: BatchChannelNorm(c, GROUPS),
+    'BCN-est': lambda c: BatchChannelNorm(
+        c, GROUPS, estimate=True, update_rate=UPDATE_RATE),
+    'plain': lambda c: PlainBCN(c),
+    'plain-est': lambda c: PlainBCN(c, estimate=True),
+}
+BASELINE = 'GN'
+
+
+# ------------------------------------------------------------- measuring
+
+def synchronize(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def calibrate(fn: Callable[[], None], device: torch.device,
+              min_time: float) -> int:
+    """Calls of ``fn`` per measurement so that one lasts ``min_time``."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    once = max(time.perf_counter() - start, 1e-6)
+    return max(1, math.ceil(min_time / once))
+
+
+def seconds_per_call(fn: Callable[[], None], loops: int,
+                     device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(loops):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - start) / loops
+
+
+def interleaved(ops: Dict[str, Callable[[], None]], device: torch.device,
+                repeat: int, min_time: float, warmup: int = 2
+                ) -> Dict[str, List[float]]:
+    """Seconds per call of each op, ``repeat`` rounds, the ops interleaved
+    in rotating order within each round, after ``warmup`` calls each
+    (``min_time`` <= 0: one call per measurement)."""
+    for fn in ops.values():
+        for _ in range(warmup):
+            fn()
+    loops = {name: 1 if min_time <= 0 else calibrate(fn, device, min_time)
+             for name, fn in ops.items()}
+    names = list(ops)
+    times: Dict[str, List[float]] = {name: [] for name in names}
+    for r in range(repeat):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            times[name].append(seconds_per_call(ops[name], loops[name],
+                                                device))
+    return times
+
+
+def paired_ratio(times: Sequence[float], base: Sequence[float]) -> float:
+    """Median over rounds of the per-round ratio."""
+    return statistics.median(t / b for t, b in zip(times, base))
+
+
+@contextlib.contextmanager
+def saved_bytes_counter():
+    """Counts the bytes autograd saves for backward, once per storage.
+    Yields a dict whose ``'bytes'`` holds the total when the block ends."""
+    storages: Dict[int, int] = {}
+    result = {'bytes': 0}
+
+    def pack(t: Tensor):
+        if t.device.type != 'meta':
+            storage = t.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield result
+    result['bytes'] = sum(storages.values())
+
+
+def _proc_status(key: str) -> Optional[int]:
+    try:
+        with open('/proc/self/status') as f:
+            match = re.search(rf'^{key}:\s+(\d+) kB', f.read(), re.M)
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's resident-set high-water mark (Linux)."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+    except OSError:
+        return False
+    return _proc_status('VmHWM') is not None
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device):
+    """Bytes a block adds at its peak over what was in use before it
+    (CUDA: allocator; CPU: resident set, meaningful when freed memory goes
+    back to the system, see ``MALLOC_ENV``). ``None`` where unmeasurable.
+    """
+    result = {'bytes': None}
+    gc.collect()
+    if device.type == 'cuda':
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        yield result
+        synchronize(device)
+        result['bytes'] = torch.cuda.max_memory_allocated(device) - before
+        return
+    ok = reset_peak_rss()
+    before = _proc_status('VmRSS')
+    yield result
+    if ok and before is not None:
+        result['bytes'] = _proc_status('VmHWM') - before
+
+
+# ------------------------------------------------------------ the layers
+
+def make_case(variant: str, shape: Sequence[int], device: torch.device,
+              seed: int = 0):
+    """(module, x, dy, inputs to differentiate) for one variant/shape."""
+    gen = torch.Generator().manual_seed(seed)
+    module = VARIANTS[variant](shape[1]).to(device).train()
+    x = torch.randn(*shape, generator=gen).to(device).requires_grad_()
+    dy = torch.randn(*shape, generator=gen).to(device)
+    return module, x, dy, [x] + list(module.parameters())
+
+
+def layer_ops(variant: str, shape: Sequence[int], device: torch.device):
+    module, x, dy, inputs = make_case(variant, shape, device)
+
+    def forward():
+        module(x)
+
+    def forward_backward():
+        torch.autograd.grad(module(x), inputs, dy)
+
+    def inference():
+        module.eval()
+        with torch.no_grad():
+            module(x)
+        module.train()
+
+    return dict(fwd=forward, fwd_bwd=forward_backward, infer=inference)
+
+
+def saved_for_backward(variant: str, shape: Sequence[int],
+                       device: torch.device) -> int:
+    module, x, _, _ = make_case(variant, shape, device)
+    with saved_bytes_counter() as saved:
+        module(x)
+    return saved['bytes']
+
+
+def peak_forward_backward(variant: str, shape: Sequence[int],
+                          device: torch.device) -> Optional[int]:
+    module, x, dy, inputs = make_case(variant, shape, device)
+    torch.autograd.grad(module(x), inputs, dy)  # warm-up
+    with peak_memory(device) as peak:
+        grads = torch.autograd.grad(module(x), inputs, dy)
+        del grads
+    return peak['bytes']
+
+
+def memory_worker(spec: dict) -> None:
+    """Run in a fresh process (``--memory-worker``): print one JSON line
+    of peak bytes per (variant, shape)."""
+    torch.set_num_threads(spec['threads'])
+    device = torch.device('cpu')
+    for variant, shape in spec['cases']:
+        print(json.dumps(dict(variant=variant, shape=shape,
+                              peak=peak_forward_backward(
+                                  variant, shape, device))), flush=True)
+
+
+def peaks_in_subprocess(cases: List, threads: int) -> Dict:
+    """CPU peaks measured in one child process with ``MALLOC_ENV``, so
+    that freed blocks leave the resident set at once."""
+    env = dict(os.environ, **MALLOC_ENV)
+    spec = json.dumps(dict(cases=cases, threads=threads))
+    out = subprocess.run(
+        [sys.executable, osp.abspath(__file__), '--memory-worker', spec],
+        env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+    peaks = {}
+    for line in out.splitlines():
+        if line.startswith('{'):
+            item = json.loads(line)
+            peaks[(item['variant'], tuple(item['shape']))] = item['peak']
+    return peaks
+
+
+# ---------------------------------------------------------------- report
+
+def environment(device: torch.device, argv: Sequence[str]) -> dict:
+    cpu = platform.processor()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = re.search(r'model name\s*:\s*(.*)', f.read()).group(1)
+    except (OSError, AttributeError):
+        pass
+    env = dict(
+        command=' '.join(['python'] + list(argv)),
+        date=datetime.datetime.now().isoformat(timespec='seconds'),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        cpu_count=os.cpu_count(),
+        cpu=cpu,
+        device=str(device),
+        load_average=list(os.getloadavg()) if hasattr(os, 'getloadavg')
+        else None)
+    if device.type == 'cuda':
+        env['gpu'] = torch.cuda.get_device_name(device)
+    return env
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ['| ' + ' | '.join(header) + ' |',
+             '|' + '|'.join('---' for _ in header) + '|']
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+
+def fmt(value, digits=2, scale=1.0) -> str:
+    return '-' if value is None else f'{value * scale:.{digits}f}'
+
+
+def write_outputs(out_dir: str, name: str, data: dict, text: str) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(osp.join(out_dir, f'{name}.json'), 'w') as f:
+        json.dump(data, f, indent=2)
+    with open(osp.join(out_dir, f'{name}.md'), 'w') as f:
+        f.write(text + '\n')
+    print(text)
+    print(f'\nwrote {osp.join(out_dir, name)}.json and .md')
+
+
+# ------------------------------------------------------------------ main
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--batch', type=int, nargs='+', default=[1, 16])
+    parser.add_argument('--stages', type=int, nargs='+',
+                        default=[1, 2, 3, 4], choices=[1, 2, 3, 4],
+                        help='ResNet-50 stages whose output shapes to use')
+    parser.add_argument('--image-size', type=int, nargs='+', default=[224],
+                        help='input H [W] whose stage shapes to use')
+    parser.add_argument('--variants', nargs='+', default=list(VARIANTS),
+                        choices=list(VARIANTS))
+    parser.add_argument('--repeat', type=int, default=7,
+                        help='interleaved rounds (the median is reported)')
+    parser.add_argument('--min-time', type=float, default=0.05,
+                        help='seconds per measurement (loops added)')
+    parser.add_argument('--threads', type=int,
+                        help='torch.set_num_threads (default: torch\'s)')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--no-memory', action='store_true',
+                        help='skip the peak-memory measurement')
+    parser.add_argument('--out-dir', default='work_dirs/benchmark')
+    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.memory_worker:
+        memory_worker(json.loads(args.memory_worker))
+        return {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    variants = [BASELINE] + [v for v in args.variants if v != BASELINE]
+    shapes = []
+    for n in args.batch:
+        for stage in args.stages:
+            channels, stride = RESNET50_STAGES[stage]
+            height, width = (args.image_size * 2)[:2]
+            shapes.append((n, channels, max(1, height // stride),
+                           max(1, width // stride)))
+    env = environment(device, [sys.argv[0]] + list(
+        sys.argv[1:] if argv is None else argv))
+    print(f'torch {env["torch"]}, {env["threads"]} threads, {env["device"]}'
+          f', load average {env["load_average"]}', flush=True)
+
+    peaks = {}
+    if not args.no_memory:
+        cases = [(v, list(s)) for s in shapes for v in variants]
+        if device.type == 'cpu':
+            peaks = peaks_in_subprocess(cases, torch.get_num_threads())
+        else:
+            peaks = {(v, tuple(s)): peak_forward_backward(v, s, device)
+                     for v, s in cases}
+
+    results = []
+    for shape in shapes:
+        ops = {}
+        for v in variants:
+            for op, fn in layer_ops(v, shape, device).items():
+                ops[(v, op)] = fn
+        times = interleaved(ops, device, args.repeat, args.min_time)
+        for v in variants:
+            row = dict(variant=v, shape=list(shape))
+            for op in ('fwd', 'fwd_bwd', 'infer'):
+                row[f'{op}_ms'] = statistics.median(times[(v, op)]) * 1e3
+                row[f'{op}_ratio'] = paired_ratio(times[(v, op)],
+                                                  times[(BASELINE, op)])
+            row['saved_mib'] = saved_for_backward(v, shape, device) / 2**20
+            peak = peaks.get((v, tuple(shape)))
+            row['peak_mib'] = None if peak is None else peak / 2**20
+            results.append(row)
+        base = next(r for r in results
+                    if r['variant'] == BASELINE and r['shape'] == list(shape))
+        for r in results:
+            if r['shape'] == list(shape):
+                r['saved_ratio'] = r['saved_mib'] / base['saved_mib']
+                r['peak_ratio'] = (None if r['peak_mib'] is None
+                                   or not base['peak_mib'] else
+                                   r['peak_mib'] / base['peak_mib'])
+        print(f'done {shape}', flush=True)
+
+    env['load_average_after'] = list(os.getloadavg()) if hasattr(
+        os, 'getloadavg') else None
+    summary = {}
+    for v in ('BCN', 'BCN-est'):
+        ratios = [r['fwd_bwd_ratio'] for r in results if r['variant'] == v]
+        if ratios:
+            summary[f'{v} fwd+bwd / GN, worst shape'] = max(ratios)
+            summary[f'{v} fwd+bwd / GN, median shape'] = statistics.median(
+                ratios)
+    data = dict(environment=env, results=results, summary=summary,
+                target='BCN forward+backward <= 1.2x nn.GroupNorm')
+
+    header = ['N x C x H x W', 'variant', 'fwd ms', 'fwd+bwd ms', 'infer ms',
+              'fwd / GN', 'fwd+bwd / GN', 'infer / GN', 'saved MiB',
+              'saved / GN', 'peak MiB', 'peak / GN']
+    rows = [['x'.join(map(str, r['shape'])), r['variant'],
+             fmt(r['fwd_ms']), fmt(r['fwd_bwd_ms']), fmt(r['infer_ms']),
+             fmt(r['fwd_ratio']), fmt(r['fwd_bwd_ratio']),
+             fmt(r['infer_ratio']), fmt(r['saved_mib'], 1),
+             fmt(r['saved_ratio']), fmt(r['peak_mib'], 1),
+             fmt(r['peak_ratio'])] for r in results]
+    text = '\n'.join([
+        f'Layer level, {env["device"]}, float32, training mode, '
+        f'{env["threads"]} threads, torch {env["torch"]}; ratios: median '
+        f'over {args.repeat} interleaved rounds of the same-round ratio to '
+        'nn.GroupNorm.', '', markdown_table(header, rows), '',
+        '\n'.join(f'- {k}: {v:.2f}' for k, v in summary.items()),
+        f'\n`{env["command"]}`'
+    ])
+    write_outputs(args.out_dir, 'layer_speed', data, text)
+    return data
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,184 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+"""Fold BCN's batch step and WS into the convolutions of a trained model.
+
+    python tools/deploy/fold_bcn.py CONFIG CHECKPOINT OUT [--out-config FILE]
+        [--cfg-options k=v ...] [--verify-shape N C H W] [--rtol R]
+        [--no-verify]
+
+Writes two files:
+
+* ``OUT`` (e.g. ``model_folded.pth``): ``{'meta': {...}, 'state_dict': ...}``
+  of plain tensors and strings, loadable with
+  ``torch.load(OUT, weights_only=True)``;
+* the folded config (``--out-config``, default ``OUT`` with ``.py``): the
+  original config with ``GN`` for every BCN and ``FoldedConv`` (a plain
+  ``nn.Conv2d`` with a bias) for WS convolutions and the convolutions before
+  a BCN; ``load_from`` points at ``OUT``.
+
+Inference then needs nothing of BCN or WS::
+
+    python tools/test.py OUT_CONFIG OUT
+
+The tool prints every change it made to the config and every place that
+could not be folded; if any BCN cannot be folded it writes nothing and
+exits with status 1 (a config cannot mix a GN model with a leftover BCN;
+``mmbcn.deploy.fold_bcn`` still folds the rest of an in-memory model).
+Unless ``--no-verify``, the model built from the written config is compared
+with the original model in eval mode on a random input: the output of
+``model(x, mode='tensor')`` where the model allows it without data samples
+(segmentors), else of ``model.extract_feat(x)`` (detectors: backbone and
+neck; every folded pair was computed from the same formulas). The input
+checkpoint is read with ``torch.load(weights_only=True)``.
+"""
+import argparse
+import copy
+import os
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import Config, DictAction
+from mmengine.registry import MODELS, init_default_scope
+
+import mmbcn  # noqa: F401
+from mmbcn.deploy import fold_bcn, folded_config, transfer_state
+from mmbcn.engine.plain_state import decode
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Fold BCN and WS into the convolutions (deployment)')
+    parser.add_argument('config', help='config of the BCN model')
+    parser.add_argument('checkpoint', help='its checkpoint')
+    parser.add_argument('out', help='folded checkpoint to write (.pth)')
+    parser.add_argument('--out-config',
+                        help='folded config to write (default: OUT with '
+                        '.py)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, xxx=yyy')
+    parser.add_argument('--verify-shape', type=int, nargs=4,
+                        default=[1, 3, 224, 224], metavar=('N', 'C', 'H',
+                                                           'W'),
+                        help='random input for the check (default: '
+                        '1 3 224 224)')
+    parser.add_argument('--rtol', type=float, default=1e-4,
+                        help='largest relative error the check accepts '
+                        '(max |diff| / max |reference| per output)')
+    parser.add_argument('--no-verify', action='store_true',
+                        help='skip the output check')
+    return parser.parse_args(argv)
+
+
+def load_state_dict(path: str) -> dict:
+    """The state dict in ``path`` (a bare state dict or under
+    ``'state_dict'``), read with weights_only=True, ``module.`` prefixes
+    removed."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint {path!r} not found')
+    ckpt = decode(torch.load(path, map_location='cpu', weights_only=True))
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f'{path!r} holds no state dict')
+    return {k.removeprefix('module.'): v for k, v in state.items()}
+
+
+def build_model(cfg: Config) -> torch.nn.Module:
+    init_default_scope(cfg.get('default_scope', 'mmdet'))
+    return MODELS.build(cfg.model)
+
+
+def tensor_outputs(model, x):
+    """What the check compares: the model's tensor-mode outputs if it runs
+    without data samples, else ``extract_feat``; flattened to a list."""
+    with torch.no_grad():
+        try:
+            out, what = model(x, mode='tensor'), "model(x, mode='tensor')"
+        except Exception:  # detectors need data samples for their heads
+            if not hasattr(model, 'extract_feat'):
+                raise
+            out, what = model.extract_feat(x), 'model.extract_feat(x)'
+    flat, stack = [], [out]
+    while stack:
+        item = stack.pop(0)
+        if isinstance(item, torch.Tensor):
+            flat.append(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return flat, what
+
+
+def max_relative_error(got, want) -> float:
+    if len(got) != len(want):
+        raise RuntimeError(f'{len(got)} outputs vs {len(want)}')
+    errors = [((g - w).abs().max() / w.abs().max().clamp(min=1e-30)).item()
+              for g, w in zip(got, want)]
+    return max(errors) if errors else 0.0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config {args.config!r} not found')
+    out_config = args.out_config or osp.splitext(args.out)[0] + '.py'
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        cfg.merge_from_dict(args.cfg_options)
+
+    model = build_model(cfg)
+    model.load_state_dict(load_state_dict(args.checkpoint), strict=True)
+    model.eval()
+    original = None if args.no_verify else copy.deepcopy(model)
+
+    report = fold_bcn(model)
+    print(report)
+    if not report.complete:
+        print('nothing written: a config cannot express a GN model with '
+              'BCN left in it; fold in Python with '
+              'mmbcn.deploy.fold_bcn(model) to keep the rest folded',
+              file=sys.stderr)
+        return 1
+
+    new_cfg, changes = folded_config(cfg)
+    new_cfg.load_from = args.out
+    print('config changes:')
+    for line in changes:
+        print(f'  {line}')
+    for path in (args.out, out_config):
+        if osp.dirname(path):
+            os.makedirs(osp.dirname(path), exist_ok=True)
+    new_cfg.dump(out_config)
+    target = build_model(Config.fromfile(out_config))
+    paired = transfer_state(model, target)
+    target.eval()
+
+    meta = dict(
+        mmbcn_fold=dict(
+            source_config=osp.abspath(args.config),
+            source_checkpoint=osp.abspath(args.checkpoint),
+            config=osp.abspath(out_config),
+            folded=len(report.folded),
+            standardized=len(report.standardized)))
+    if original is not None:
+        x = torch.randn(*args.verify_shape,
+                        generator=torch.Generator().manual_seed(0))
+        want, what = tensor_outputs(original, x)
+        got, _ = tensor_outputs(target, x)
+        error = max_relative_error(got, want)
+        print(f'check on a random {tuple(x.shape)} input, {what}: '
+              f'max relative error {error:.3g} (rtol {args.rtol:g})')
+        if not error <= args.rtol:
+            raise RuntimeError(
+                f'the folded model differs from the original: relative '
+                f'error {error:.3g} > {args.rtol:g} ({out_config} written, '
+                f'{args.out} not)')
+        meta['mmbcn_fold']['max_relative_error'] = error
+    torch.save(dict(meta=meta, state_dict=target.state_dict()), args.out)
+    print(f'{paired} modules with state; wrote {args.out} and {out_config}')
+    print(f'inference: python tools/test.py {out_config} {args.out}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
