@@ -10,8 +10,10 @@ Layout under ``data_root`` (as ``VOCdevkit/VOC2012``)::
     ImageSets/Segmentation/{train,val}.txt
 
 Classes: 0 background, 1 square, 2 circle, 3 triangle; 255 (void) marks a
-2-pixel band along every object boundary, as in VOC's annotations. A shape's
-class is told by its outline only: colours are drawn at random.
+2-pixel band along every object boundary, as in VOC's annotations. Each
+class has its outline and its own range of hues (squares red, circles green,
+triangles blue, +-40 degrees), flat with little noise; the background is a
+muted, noisy texture. 1-3 shapes per image may overlap.
 """
 import os
 import os.path as osp
@@ -33,6 +35,8 @@ SPLITS = {'train': (64, 0), 'val': (24, 1)}  # images, seed
 IMAGE_SIDES = (160, 240)  # inclusive range of height and width
 SHAPES_PER_IMAGE = (1, 3)
 SIZE_RANGE = (0.3, 0.6)  # shape size / shorter image side
+HUES = {'square': 0, 'circle': 120, 'triangle': 240}  # degrees, +-HUE_SPREAD
+HUE_SPREAD = 40
 SPLIT_LIST = osp.join('ImageSets', 'Segmentation', '{}.txt')
 FILE_PREFIX = 'shapes'
 
@@ -72,6 +76,14 @@ def _shape_mask(label: int, rng: np.random.Generator, h: int,
     return mask.astype(bool)
 
 
+def _shape_colour(label: int, rng: np.random.Generator) -> np.ndarray:
+    """A BGR colour of the class's hue range, saturation and value 0.5-1."""
+    hue = (HUES[CLASSES[label]] + rng.uniform(-HUE_SPREAD, HUE_SPREAD)) % 360
+    hsv = np.array([[[hue / 2, rng.uniform(128, 255),
+                      rng.uniform(128, 255)]]]).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float64)
+
+
 def render_sample(
         rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
     """One image (H, W, 3 uint8, BGR) and its label map (H, W uint8)."""
@@ -84,7 +96,7 @@ def render_sample(
         label = int(rng.integers(1, len(CLASSES)))
         mask = _shape_mask(label, rng, h, w)
         shade = rng.uniform(0.97, 1.03, size=(h, w, 1))
-        img = np.where(mask[..., None], rng.uniform(0, 255, size=3) * shade,
+        img = np.where(mask[..., None], _shape_colour(label, rng) * shade,
                        img)
         labels[mask] = label  # later shapes occlude earlier ones
     kernel = np.ones((3, 3), np.uint8)
