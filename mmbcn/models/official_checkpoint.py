@@ -47,6 +47,7 @@ from typing import Callable, Dict, Tuple
 
 import mmseg.models  # noqa: F401  (registers ResNet, EncoderDecoder, ...)
 import torch
+from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS
 from torch import Tensor
 
@@ -325,7 +326,8 @@ def _map_key(key: str, rules: tuple):
 def target_state_shapes(arch: Architecture) -> Dict[str, torch.Size]:
     """Key -> shape of ``arch.model``'s state dict (built on the meta
     device: no memory, no initialization cost)."""
-    with torch.device('meta'), warnings.catch_warnings():
+    with torch.device('meta'), warnings.catch_warnings(), \
+            DefaultScope.overwrite_default_scope(MODELS.scope):
         warnings.simplefilter('ignore')  # mmseg's loss-builder notices
         model = MODELS.build(copy.deepcopy(arch.model))
     return OrderedDict((k, v.shape) for k, v in model.state_dict().items())
