@@ -12,7 +12,7 @@ from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks.conv_ws import ConvWS2d
 from mmengine.config import Config
 from mmengine.hub import get_config
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.registry import MODELS, DefaultScope
 from mmengine.structures import InstanceData
 from torch import nn
 
@@ -230,7 +230,6 @@ EXACT, DEPLOY = (torch.float64, 1e-10), (torch.float32, 1e-4)
 @pytest.mark.parametrize('depth, dtype_tol', [(50, EXACT), (18, DEPLOY)])
 def test_mask_rcnn_fpn_bcn_ws_outputs_equal_after_folding(depth, dtype_tol):
     dtype, tol = dtype_tol
-    init_default_scope('mmdet')
     cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_2x_coco.py')
     bcn_ws_overrides(cfg.model, dict(type='BCN', num_groups=32,
                                      estimate=True, update_rate=0.01))
@@ -239,7 +238,8 @@ def test_mask_rcnn_fpn_bcn_ws_outputs_equal_after_folding(depth, dtype_tol):
     if depth < 50:
         cfg.model.neck.in_channels = [64, 128, 256, 512]
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model).to(dtype)
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model).to(dtype)
     x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(1),
                     dtype=dtype)
     layers = realistic_statistics(model, lambda m: mask_rcnn_outputs(m, x))
@@ -287,9 +287,9 @@ def deeplab_cfg(depth, channels=256):
 @pytest.mark.parametrize('depth, dtype_tol', [(50, EXACT), (18, DEPLOY)])
 def test_deeplabv3_bcn_ws_outputs_equal_after_folding(depth, dtype_tol):
     dtype, tol = dtype_tol
-    init_default_scope('mmseg')
     torch.manual_seed(0)
-    model = MODELS.build(deeplab_cfg(depth)).to(dtype)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(deeplab_cfg(depth)).to(dtype)
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(2, 3, 97, 97, generator=gen, dtype=dtype)
 
@@ -335,9 +335,9 @@ def small_deeplab_config(tmp_path):
 
 def test_tool_writes_a_gn_config_and_weights_only_checkpoint(tmp_path):
     config = small_deeplab_config(tmp_path)
-    init_default_scope('mmseg')
     torch.manual_seed(0)
-    model = MODELS.build(Config.fromfile(config).model)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(Config.fromfile(config).model)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 65, 65, generator=gen)
     calibration = torch.randn(8, 3, 65, 65, generator=gen)
@@ -359,8 +359,8 @@ def test_tool_writes_a_gn_config_and_weights_only_checkpoint(tmp_path):
     assert 'mmbcn.deploy' in folded_cfg.custom_imports.imports
     ckpt_out = torch.load(out, weights_only=True)
     assert ckpt_out['meta']['mmbcn_fold']['folded'] == 20 + 6
-    init_default_scope('mmseg')
-    plain = MODELS.build(folded_cfg.model)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        plain = MODELS.build(folded_cfg.model)
     plain.load_state_dict(ckpt_out['state_dict'], strict=True)
     assert not any(isinstance(m, (BatchChannelNorm, WSConv2d))
                    for m in plain.modules())

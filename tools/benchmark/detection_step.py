@@ -49,7 +49,7 @@ import sys
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.hub import get_config
-from mmengine.registry import init_default_scope
+from mmengine.registry import DefaultScope
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from layer_speed import (MALLOC_ENV, environment, fmt,  # noqa: E402
@@ -126,9 +126,9 @@ def model_configs(args) -> dict:
 def build(model_cfg: dict, scope: str, device: torch.device,
           update_rate: float, seed: int = 0):
     from mmdet.registry import MODELS
-    init_default_scope(scope)
     torch.manual_seed(seed)
-    model = MODELS.build(copy.deepcopy(model_cfg)).to(device)
+    with DefaultScope.overwrite_default_scope(scope):
+        model = MODELS.build(copy.deepcopy(model_cfg)).to(device)
     for m in model.modules():
         if isinstance(m, BatchChannelNorm) and m.estimate:
             m.update_rate = update_rate

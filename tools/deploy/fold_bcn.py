@@ -38,7 +38,7 @@ import sys
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.registry import MODELS, DefaultScope
 
 import mmbcn  # noqa: F401
 from mmbcn.deploy import fold_bcn, folded_config, transfer_state
@@ -83,8 +83,9 @@ def load_state_dict(path: str) -> dict:
 
 
 def build_model(cfg: Config) -> torch.nn.Module:
-    init_default_scope(cfg.get('default_scope', 'mmdet'))
-    return MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope(
+            cfg.get('default_scope', 'mmdet')):
+        return MODELS.build(cfg.model)
 
 
 def tensor_outputs(model, x):
