@@ -192,7 +192,8 @@ def test_demo_configs_train_a_small_model_on_the_bundled_data():
         assert cfg.model.backbone.init_cfg is None  # from scratch
         assert cfg.model.decode_head.num_classes == 4
         steps = {t.type: t for t in cfg.train_dataloader.dataset.pipeline}
-        assert steps['RandomCrop'].crop_size == cfg.model.data_preprocessor.size
+        crop = cfg.model.data_preprocessor.size
+        assert steps['RandomCrop'].crop_size == crop == (128, 128)
         # the paper's network shape: output stride 16, ASPP 6/12/18
         assert cfg.model.backbone.strides == (1, 2, 2, 1)
         assert cfg.model.decode_head.dilations == (1, 6, 12, 18)

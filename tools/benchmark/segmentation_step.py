@@ -4,6 +4,7 @@ GN+WS, measured in one run.
 
     python tools/benchmark/segmentation_step.py [--depth 101] [--batch N]
         [--size S] [--iters 6] [--warmup 2] [--device auto|cpu|cuda]
+        [--threads T]
 
 Both models are built from the shipped VOC configs (ImageNet weights off) and
 take full training steps (data preprocessor, forward, decode + auxiliary
@@ -18,7 +19,8 @@ record during one step.
 
 Defaults: on CUDA the paper's per-GPU setting (4 images of 513x513); on CPU
 2 images of 129x129, which takes a few minutes on 2 cores. With one process,
-SyncBCN computes what BCN computes.
+SyncBCN computes what BCN computes. On a CPU that other jobs share,
+``--threads 1`` gives steadier times than several OpenMP threads.
 """
 import argparse
 import os.path as osp
@@ -56,6 +58,8 @@ def parse_args(argv=None):
                         help='untimed steps per model first')
     parser.add_argument('--device', default='auto',
                         choices=('auto', 'cpu', 'cuda'))
+    parser.add_argument('--threads', type=int,
+                        help='CPU threads for torch (default: torch\'s)')
     args = parser.parse_args(argv)
     if args.device == 'auto':
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -147,6 +151,8 @@ def step_peak_memory(model, optim_wrapper, batch, device) -> int:
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     init_default_scope('mmseg')
     torch.manual_seed(0)
     models = {name: build(name, args) for name in CONFIGS}
