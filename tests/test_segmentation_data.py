@@ -162,6 +162,29 @@ def test_missing_voc_fails_before_training_naming_the_key(
     assert not (tmp_path / 'w').exists()  # no runner was built
 
 
+def test_missing_imagenet_weights_say_how_to_convert_them(
+        tmp_path, shapes, monkeypatch):
+    """With the data in place (the demo's, in VOC layout), the BCN+WS
+    config stops at its unconverted ImageNet backbone."""
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here
+    root = str(shapes)
+    with pytest.raises(FileNotFoundError,
+                       match=r"model\.backbone\.init_cfg\.checkpoint: "
+                       r"'checkpoints/r101_bcn-ws_imagenet\.pth' does not "
+                       r'exist.*official_bcn\.py.*model\.backbone\.init_cfg'
+                       r'=None'):
+        load_tool('train').main([
+            BCN, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+            f'train_dataloader.dataset.datasets.0.data_root={root}',
+            f'train_dataloader.dataset.datasets.1.data_root={root}',
+            'train_dataloader.dataset.datasets.1.ann_file='
+            'ImageSets/Segmentation/train.txt',
+            'train_dataloader.dataset.datasets.1.data_prefix.seg_map_path='
+            'SegmentationClass', f'val_dataloader.dataset.data_root={root}'
+        ])
+    assert not (tmp_path / 'w').exists()
+
+
 def test_missing_demo_folder_fails_before_training_naming_the_key(
         tmp_path, shapes):
     with pytest.raises(FileNotFoundError,
