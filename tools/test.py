@@ -10,12 +10,12 @@ import argparse
 import os
 import os.path as osp
 
-from mmengine.config import Config, DictAction
+from mmengine.config import DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401
-from mmbcn.engine import (add_weights_only_checkpoints,
+from mmbcn.engine import (add_weights_only_checkpoints, load_tool_config,
                           prepare_and_check_data, prepare_cpu_distributed)
 
 
@@ -44,15 +44,8 @@ def main(argv=None):
                        ('checkpoint', args.checkpoint)):
         if not osp.isfile(path):
             raise FileNotFoundError(f'{what} file {path!r} not found')
-    cfg = Config.fromfile(args.config)
-    cfg.launcher = args.launcher
-    if args.cfg_options is not None:
-        cfg.merge_from_dict(args.cfg_options)
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
+                           args.work_dir)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     add_weights_only_checkpoints(cfg)

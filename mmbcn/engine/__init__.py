@@ -4,13 +4,13 @@ from .cpu_distributed import (CPUDistributedDataParallel,
                               prepare_cpu_distributed)
 from .singularity_hook import SingularityHook
 from .tool_setup import (add_weights_only_checkpoints, check_checkpoint_paths,
-                         prepare_and_check_data)
+                         load_tool_config, prepare_and_check_data)
 from .update_rate_hook import BCNUpdateRateHook, estimate_layers
 
 __all__ = [
     'BCNUpdateRateHook', 'estimate_layers', 'WeightsOnlyCheckpointHook',
     'CPUDistributedDataParallel', 'prepare_cpu_distributed',
     'add_weights_only_checkpoints', 'prepare_and_check_data',
-    'check_checkpoint_paths',
+    'check_checkpoint_paths', 'load_tool_config',
     'SingularityHook'
 ]

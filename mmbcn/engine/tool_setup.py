@@ -94,3 +94,23 @@ def check_checkpoint_paths(cfg) -> None:
     if (isinstance(load_from, str) and '://' not in load_from
             and not osp.isfile(load_from)):
         raise FileNotFoundError(f'load_from: {load_from!r} does not exist')
+
+
+def load_tool_config(config: str, launcher: str, cfg_options=None,
+                     work_dir=None):
+    """Load ``config`` as tools/train.py and tools/test.py do: apply
+    ``--cfg-options``, the launcher and the work directory (default
+    ``work_dirs/<config name>``)."""
+    from mmengine.config import Config
+    if not osp.isfile(config):
+        raise FileNotFoundError(f'config file {config!r} not found')
+    cfg = Config.fromfile(config)
+    cfg.launcher = launcher
+    if cfg_options is not None:
+        cfg.merge_from_dict(cfg_options)
+    if work_dir is not None:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(config))[0])
+    return cfg
