@@ -1,4 +1,5 @@
-"""BCN against the paper written plainly (tests/bcn_reference.py)."""
+"""BCN against the paper written plainly (tests/bcn_reference.py), through
+both implementations: the native CPU kernel and the Python formulation."""
 import copy
 
 import pytest
@@ -6,9 +7,19 @@ import torch
 
 from bcn_reference import (ReferenceAlgorithm1, batch_statistics,
                            randomize, reference_bcn, reference_large_batch)
-from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm
+from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm, bcn_native
 
 D = torch.float64
+
+
+@pytest.fixture(autouse=True, params=['native', 'python'])
+def implementation(request):
+    """Every test runs with the native kernel on and off."""
+    if request.param == 'native' and not bcn_native.built():
+        pytest.skip(bcn_native.status())
+    previous = bcn_native.set_enabled(request.param == 'native')
+    yield request.param
+    bcn_native.set_enabled(previous)
 
 
 def make(c=8, g=4, dtype=D, seed=0, **kwargs):

@@ -2,8 +2,8 @@
 """Batch-Channel Normalization layers: ``BCN`` and ``SyncBCN``.
 
 Paper: Qiao et al., "Rethinking Normalization and Elimination Singularity in
-Neural Networks", Sec. 3. The mathematics lives in :mod:`.bcn_functional`;
-this module owns the parameters, the batch step's statistics and their
+Neural Networks", Sec. 3. The mathematics lives in :mod:`.bcn_functional`
+(and, fused on CPU, in :mod:`.bcn_native`); this module owns the parameters, the batch step's statistics and their
 updates (Eq. 13-14 in large-batch training, Algorithm 1 in micro-batch
 training).
 """
@@ -14,6 +14,7 @@ import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
 
+from . import bcn_native
 from .bcn_distributed import (all_reduce_means, all_reduce_moments,
                               distributed_world)
 from .bcn_functional import batch_moments, bcn_coefficients, moment_affine
@@ -132,24 +133,32 @@ class BatchChannelNorm(nn.Module):
                 f'{self.num_features}, *), got {tuple(x.shape)}')
         if x.dim() == 2:
             return self.forward(x.unsqueeze(-1)).squeeze(-1)
+        if self.training:
+            self._check_training_input(x)
+        if bcn_native.applies(x, self):
+            return bcn_native.bcn(x, self)
         per_sample = x[0, 0].numel() if x.shape[0] else 0
-        if (self.training and not self.estimate
-                and x.shape[0] * per_sample == 1 and not self._synchronized):
+        fn = functools.partial(self._coefficients, per_sample=per_sample)
+        params = (self.batch_weight, self.batch_bias, self.weight, self.bias)
+        with torch.autocast(x.device.type, enabled=False):
+            return moment_affine(x, fn, params)
+
+    def _check_training_input(self, x: Tensor) -> None:
+        if self.estimate:
+            if self.update_rate is None:
+                raise RuntimeError(
+                    f'{type(self).__name__}(estimate=True) is training but '
+                    'its update_rate was never set: add '
+                    "dict(type='BCNUpdateRateHook') to custom_hooks (r "
+                    'follows the learning rate, Sec. 3.2) or set '
+                    'layer.update_rate')
+        # One value per channel: N * H * W == 1.
+        elif x.numel() == self.num_features and not self._synchronized:
             raise ValueError(
                 f'{type(self).__name__}: expected more than 1 value per '
                 f'channel when training in large-batch mode, got input of '
                 f'shape {tuple(x.shape)}; use estimate=True for micro-batch '
                 'training')
-        if self.training and self.estimate and self.update_rate is None:
-            raise RuntimeError(
-                f'{type(self).__name__}(estimate=True) is training but its '
-                'update_rate was never set: add '
-                "dict(type='BCNUpdateRateHook') to custom_hooks (r follows "
-                'the learning rate, Sec. 3.2) or set layer.update_rate')
-        fn = functools.partial(self._coefficients, per_sample=per_sample)
-        params = (self.batch_weight, self.batch_bias, self.weight, self.bias)
-        with torch.autocast(x.device.type, enabled=False):
-            return moment_affine(x, fn, params)
 
     @property
     def _synchronized(self) -> bool:

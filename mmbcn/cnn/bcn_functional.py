@@ -30,6 +30,12 @@ for the row-wise affine ``A*x + B`` (weight A, bias B, mean 0, variance
 and ``dy`` in one pass. ``torch.var_mean`` and broadcasting ``addcmul``
 compute the same numbers several times slower there. Other devices,
 dtypes and layouts use those generic operations.
+
+On CPU, :class:`~mmbcn.cnn.BatchChannelNorm` normally runs the native
+kernel of :mod:`.bcn_native` instead, which computes these formulas in C++
+(forward and backward); this module is the reference it is tested against
+and the path for CUDA, other dtypes and layouts, and synchronized
+statistics.
 """
 import math
 from typing import Callable, Optional, Sequence, Tuple

@@ -1,0 +1,532 @@
+// Copyright (c) mmbcn contributors. All rights reserved.
+//
+// Batch-Channel Normalization on CPU as one native autograd function.
+//
+// Equation numbers refer to Qiao et al., "Rethinking Normalization and
+// Elimination Singularity in Neural Networks" (Sec. 3); the Python
+// formulation is mmbcn/cnn/bcn_functional.py. This file computes the same
+// numbers in four full-size passes, as nn.GroupNorm does:
+//
+//   forward:  per-(n, c) moments of x; y = A[n, c] * (x - m[n, c]) + C[n, c]
+//   backward: per-(n, c) sums of dy and dy * (x - m);
+//             dx = A * dy + p[n, c] * (x - m) + q[n, c]
+//
+// Everything between those passes is O(N * C) arithmetic in double. The
+// moments take one pass about the row's first element, and a second about
+// the mean where that one would lose precision; the output and the gradient
+// are computed from x - m. A large mean and a small spread therefore lose
+// nothing to cancellation.
+//
+// Statistics of the batch step (Eq. 13), by `mode`:
+//   kFixed    - running_mean / running_var as they are (evaluation);
+//   kBatch    - the batch's own, differentiable (Eq. 13-14), and the
+//               running averages move by `factor` (momentum; negative:
+//               cumulative average over num_batches_tracked);
+//   kEstimate - Algorithm 1: the estimates move by the rate `factor`
+//               towards the batch (lines 1-4), then normalize (line 5);
+//               no gradient flows into them.
+#include <torch/extension.h>
+
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+using at::Tensor;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+enum Mode : int64_t { kFixed = 0, kBatch = 1, kEstimate = 2 };
+
+// Reductions add vector lanes in T within a block and blocks in double.
+constexpr int64_t kBlock = 256;
+// Elements per parallel task.
+constexpr int64_t kGrain = 32768;
+
+// Sums of f(i) and g(i) over [0, length): vector lanes in T within blocks
+// of kBlock elements, blocks added in double.
+template <typename T, typename F, typename G>
+inline void pair_sums(int64_t length, F f, G g, double* sum_f,
+                      double* sum_g) {
+  double total_f = 0, total_g = 0;
+  for (int64_t start = 0; start < length; start += kBlock) {
+    const int64_t end = std::min(length, start + kBlock);
+    T acc_f = 0, acc_g = 0;
+#pragma omp simd reduction(+ : acc_f, acc_g)
+    for (int64_t i = start; i < end; ++i) {
+      acc_f += f(i);
+      acc_g += g(i);
+    }
+    total_f += acc_f;
+    total_g += acc_g;
+  }
+  *sum_f = total_f;
+  *sum_g = total_g;
+}
+
+// Sums of x - shift and (x - shift)^2 over one row.
+template <typename T>
+void shifted_sums(const T* x, int64_t length, T shift, double* dev,
+                  double* sq) {
+  pair_sums<T>(
+      length, [=](int64_t i) { return x[i] - shift; },
+      [=](int64_t i) { return (x[i] - shift) * (x[i] - shift); }, dev, sq);
+}
+
+// Mean and biased variance of one row, in one pass about the row's first
+// element: sum (x - s)^2 = sum (x - mean)^2 + L (mean - s)^2. When the
+// second term dominates (the first element lies far out), the sum about s
+// has lost precision to cancellation, and a second pass about the mean
+// found by the first gives the variance.
+template <typename T>
+void row_moments(const T* x, int64_t length, double inv_length, double* mean,
+                 double* var) {
+  T shift = x[0];
+  double dev, sq;
+  shifted_sums(x, length, shift, &dev, &sq);
+  double offset = dev * inv_length;
+  double spread = sq - dev * offset;
+  if (!(spread * 16 >= sq)) {
+    shift = static_cast<T>(shift + offset);
+    shifted_sums(x, length, shift, &dev, &sq);
+    offset = dev * inv_length;
+    spread = sq - dev * offset;
+  }
+  *mean = static_cast<double>(shift) + offset;
+  *var = std::max(0.0, spread * inv_length);
+}
+
+// Sums of dy * (x - shift) and of dy over one row.
+template <typename T>
+void row_sums(const T* dy, const T* x, T shift, int64_t length, double* dot,
+              double* total) {
+  pair_sums<T>(
+      length, [=](int64_t i) { return dy[i] * (x[i] - shift); },
+      [=](int64_t i) { return dy[i]; }, dot, total);
+}
+
+// y = scale * (x - centre) + offset over one row.
+template <typename T>
+void row_affine(const T* x, T centre, T scale, T offset, int64_t length,
+                T* out) {
+#pragma omp simd
+  for (int64_t i = 0; i < length; ++i) out[i] = scale * (x[i] - centre) + offset;
+}
+
+// dx = scale * dy + slope * (x - centre) + offset over one row.
+template <typename T>
+void row_grad(const T* dy, const T* x, T centre, T scale, T slope, T offset,
+              int64_t length, T* out) {
+#pragma omp simd
+  for (int64_t i = 0; i < length; ++i)
+    out[i] = scale * dy[i] + slope * (x[i] - centre) + offset;
+}
+
+// O(N*C) quantities the forward pass computes and the backward pass reuses,
+// in one double tensor: per (n, c) mean, var, dev = (x_dot mean) - (group
+// mean); per c a = gamma^b / sigma_hat, inv_std = 1 / sigma_hat, the batch
+// mean mu_hat; per (n, g) the group's r = 1 / sigma and s = gamma^c * r.
+struct Stats {
+  double *mean, *var, *dev, *a, *inv_std, *batch_mean, *r, *s;
+  Stats(const Tensor& t, int64_t n, int64_t c, int64_t g) {
+    double* p = t.data_ptr<double>();
+    mean = p;
+    var = mean + n * c;
+    dev = var + n * c;
+    a = dev + n * c;
+    inv_std = a + c;
+    batch_mean = inv_std + c;
+    r = batch_mean + c;
+    s = r + n * g;
+  }
+  static int64_t size(int64_t n, int64_t c, int64_t g) {
+    return 3 * n * c + 3 * c + 2 * n * g;
+  }
+};
+
+struct Shape {
+  int64_t n, c, groups, k, rows, length;
+  Shape(const Tensor& x, int64_t g)
+      : n(x.size(0)), c(x.size(1)), groups(g), k(c / g), rows(n * c),
+        length(x.numel() / (n * c)) {}
+  // Groups per parallel task: each task owns whole channel groups, across
+  // the batch, so a group's rows stay in cache between its two passes.
+  int64_t group_grain() const {
+    return std::max<int64_t>(1, kGrain / std::max<int64_t>(1, n * k * length));
+  }
+};
+
+// Forward pass for the channel groups [g_lo, g_hi): moments, the batch
+// step's statistics (Eq. 13 or Algorithm 1, updating the buffers), the group
+// step (Eq. 15) and the output rows.
+template <typename T>
+void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
+                    const T* bw, const T* bb, const T* gw, const T* gb, T* rm,
+                    T* rv, int64_t mode, double factor, double unbias,
+                    double eps, int64_t g_lo, int64_t g_hi) {
+  const int64_t n = sh.n, c = sh.c, k = sh.k, length = sh.length;
+  const double inv_length = 1.0 / length, inv_n = 1.0 / n;
+  for (int64_t g = g_lo; g < g_hi; ++g) {
+    const int64_t j0 = g * k;
+    for (int64_t b = 0; b < n; ++b) {
+      for (int64_t j = j0; j < j0 + k; ++j) {
+        const int64_t i = b * c + j;
+        row_moments(xp + i * length, length, inv_length, st.mean + i,
+                    st.var + i);
+      }
+    }
+    // The batch step's statistics (Eq. 13): mu_hat into batch_mean, and
+    // sigma_hat^2 into inv_std until it is inverted below.
+    double* mu = st.batch_mean + j0;
+    double* inv_std = st.inv_std + j0;
+    T* rm_g = rm + j0;
+    T* rv_g = rv + j0;
+    if (mode == kFixed) {
+      for (int64_t j = 0; j < k; ++j) {
+        mu[j] = rm_g[j];
+        inv_std[j] = rv_g[j];
+      }
+    } else {
+      // Eq. 13 / Algorithm 1 line 1: the mean over (N, *).
+      for (int64_t j = 0; j < k; ++j) mu[j] = inv_std[j] = 0;
+      for (int64_t b = 0; b < n; ++b) {
+        const double* mean = st.mean + b * c + j0;
+        for (int64_t j = 0; j < k; ++j) mu[j] += mean[j];
+      }
+      for (int64_t j = 0; j < k; ++j) mu[j] *= inv_n;
+      // Mean square about the batch mean (Eq. 13) or the old estimate
+      // (Algorithm 1, line 2): E[(x - m)^2] = var + (mean - m)^2.
+      for (int64_t b = 0; b < n; ++b) {
+        const double* mean = st.mean + b * c + j0;
+        const double* var = st.var + b * c + j0;
+        for (int64_t j = 0; j < k; ++j) {
+          const double d =
+              mean[j] - (mode == kBatch ? mu[j] : static_cast<double>(rm_g[j]));
+          inv_std[j] += var[j] + d * d;
+        }
+      }
+      for (int64_t j = 0; j < k; ++j) {
+        const double sq = inv_std[j] * inv_n;
+        if (mode == kBatch) {
+          inv_std[j] = sq;
+          rm_g[j] += static_cast<T>(factor * (mu[j] - rm_g[j]));
+          rv_g[j] += static_cast<T>(factor * (sq * unbias - rv_g[j]));
+        } else {
+          // Lines 3-4; line 5 normalizes with the updated estimates.
+          rm_g[j] += static_cast<T>(factor * (mu[j] - rm_g[j]));
+          rv_g[j] += static_cast<T>(factor * (sq - rv_g[j]));
+          mu[j] = rm_g[j];
+          inv_std[j] = rv_g[j];
+        }
+      }
+    }
+    // Eq. 13: x_dot = a_c * (x - mu_hat_c) + beta^b_c.
+    double* a = st.a + j0;
+    for (int64_t j = 0; j < k; ++j) {
+      inv_std[j] = 1.0 / std::sqrt(inv_std[j] + eps);
+      a[j] = bw[j0 + j] * inv_std[j];
+    }
+    // Eq. 15 on x_dot, from its per-(n, c) moments a*mean + b and
+    // a^2*var: y = s * (a * (x - mean) + dev) + beta^c_g, applied as
+    // A * (x - m_T) + C with m_T the mean rounded to T.
+    for (int64_t b = 0; b < n; ++b) {
+      const int64_t base = b * c + j0;
+      const double* mean = st.mean + base;
+      const double* var = st.var + base;
+      double* dev = st.dev + base;
+      double group_mean = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        dev[j] = a[j] * (mean[j] - mu[j]) + bb[j0 + j];
+        group_mean += dev[j];
+      }
+      group_mean /= k;
+      double group_var = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        dev[j] -= group_mean;
+        group_var += a[j] * a[j] * var[j] + dev[j] * dev[j];
+      }
+      const double r = 1.0 / std::sqrt(group_var / k + eps);
+      const double s = gw[g] * r;
+      st.r[b * sh.groups + g] = r;
+      st.s[b * sh.groups + g] = s;
+      for (int64_t j = 0; j < k; ++j) {
+        const T rounded = static_cast<T>(mean[j]);
+        const double offset =
+            s * (a[j] * (rounded - mean[j]) + dev[j]) + gb[g];
+        row_affine(xp + (base + j) * length, rounded,
+                   static_cast<T>(s * a[j]), static_cast<T>(offset), length,
+                   yp + (base + j) * length);
+      }
+    }
+  }
+}
+
+template <typename T>
+Tensor forward_impl(const Tensor& x, const Tensor& batch_weight,
+                    const Tensor& batch_bias, const Tensor& weight,
+                    const Tensor& bias, Tensor& running_mean,
+                    Tensor& running_var, Tensor& num_batches_tracked,
+                    int64_t groups, double eps, int64_t mode, double factor,
+                    Tensor& stats_tensor) {
+  const Shape sh(x, groups);
+  stats_tensor = at::empty({Stats::size(sh.n, sh.c, groups)},
+                           x.options().dtype(at::kDouble));
+  const Stats st(stats_tensor, sh.n, sh.c, groups);
+  double unbias = 1.0;
+  if (mode == kBatch) {
+    // BatchNorm's running averages: momentum, or the cumulative average.
+    int64_t* tracked = num_batches_tracked.data_ptr<int64_t>();
+    *tracked += 1;
+    if (factor < 0) factor = 1.0 / *tracked;
+    const double count = static_cast<double>(sh.n) * sh.length;
+    unbias = count / std::max(1.0, count - 1);
+  }
+  Tensor y = at::empty_like(x);
+  const T* xp = x.const_data_ptr<T>();
+  T* yp = y.data_ptr<T>();
+  const T* bw = batch_weight.const_data_ptr<T>();
+  const T* bb = batch_bias.const_data_ptr<T>();
+  const T* gw = weight.const_data_ptr<T>();
+  const T* gb = bias.const_data_ptr<T>();
+  T* rm = running_mean.data_ptr<T>();
+  T* rv = running_var.data_ptr<T>();
+  at::parallel_for(0, groups, sh.group_grain(), [&](int64_t lo, int64_t hi) {
+    forward_groups(sh, st, xp, yp, bw, bb, gw, gb, rm, rv, mode, factor,
+                   unbias, eps, lo, hi);
+  });
+  return y;
+}
+
+// Backward pass for the channel groups [g_lo, g_hi): the chain rule
+// through the O(N*C) part, written out, for each group g:
+//   P, S   = sum dy * (x - m_T), sum dy             per (n, c)
+//   ds     = sum_c a P + (a (m_T - m) + dev) S      per (n, g)
+//   d bias = sum S;  d weight = sum_n ds * r
+//   dgv    = -ds * s * r^2 / 2;  dgm = -s * sum_c S
+//   dmd    = (dgm + 2 dgv dev) / K,  dvd = dgv / K  (x_dot moments)
+//   dm     = a dmd,                 dv = a^2 dvd
+//   da     = sum_n s P + s (m_T - M) S + dmd (m - M) + 2 a v dvd
+//   db     = sum_n s S + dmd;  d batch_bias = db;  d batch_weight = da inv_std
+//   kBatch: dM = -a db, dV = -da a inv_std^2 / 2 spread over the batch:
+//           dm += dM / N + 2 dV (m - M) / N,  dv += dV / N
+//   dx     = A dy + p (x - m_T) + dm / L + p (m_T - m),  p = 2 dv / L
+template <typename T>
+void backward_groups(const Shape& sh, const Stats& st, const T* xp,
+                     const T* dyp, T* dxp, int64_t mode, double* da,
+                     double* db, double* d_weight, double* d_bias,
+                     int64_t g_lo, int64_t g_hi) {
+  const int64_t n = sh.n, c = sh.c, k = sh.k, length = sh.length;
+  const double inv_n = 1.0 / n, inv_k = 1.0 / k, inv_length = 1.0 / length;
+  std::vector<double> dm(n * k), dv(n * k);  // P and S first
+  for (int64_t g = g_lo; g < g_hi; ++g) {
+    const int64_t j0 = g * k;
+    for (int64_t b = 0; b < n; ++b) {
+      for (int64_t j = 0; j < k; ++j) {
+        const int64_t i = b * c + j0 + j;
+        row_sums(dyp + i * length, xp + i * length,
+                 static_cast<T>(st.mean[i]), length, &dm[b * k + j],
+                 &dv[b * k + j]);
+      }
+    }
+    const double* a = st.a + j0;
+    const double* mu = st.batch_mean + j0;
+    for (int64_t j = 0; j < k; ++j) da[j0 + j] = db[j0 + j] = 0;
+    d_weight[g] = d_bias[g] = 0;
+    for (int64_t b = 0; b < n; ++b) {
+      const int64_t base = b * c + j0;
+      const double r = st.r[b * sh.groups + g], s = st.s[b * sh.groups + g];
+      const double* mean = st.mean + base;
+      const double* var = st.var + base;
+      const double* dev = st.dev + base;
+      double* p_dm = dm.data() + b * k;
+      double* s_dv = dv.data() + b * k;
+      double ds = 0, sum_s = 0;
+      for (int64_t j = 0; j < k; ++j) {
+        const double rounded = static_cast<T>(mean[j]);
+        ds += a[j] * p_dm[j] + (a[j] * (rounded - mean[j]) + dev[j]) * s_dv[j];
+        sum_s += s_dv[j];
+      }
+      d_bias[g] += sum_s;
+      d_weight[g] += ds * r;
+      const double dgv = -0.5 * ds * s * r * r;
+      const double dgm = -s * sum_s;
+      for (int64_t j = 0; j < k; ++j) {
+        const double rounded = static_cast<T>(mean[j]);
+        const double dmd = (dgm + 2.0 * dgv * dev[j]) * inv_k;
+        const double dvd = dgv * inv_k;
+        da[j0 + j] += s * p_dm[j] + s * (rounded - mu[j]) * s_dv[j] +
+                      dmd * (mean[j] - mu[j]) + 2.0 * a[j] * var[j] * dvd;
+        db[j0 + j] += s * s_dv[j] + dmd;
+        p_dm[j] = a[j] * dmd;
+        s_dv[j] = a[j] * a[j] * dvd;
+      }
+    }
+    if (dxp == nullptr) continue;
+    for (int64_t j = 0; j < k; ++j) {
+      // kBatch: the batch statistics' share.
+      double d_mu = 0, d_var = 0;
+      if (mode == kBatch) {
+        d_mu = -a[j] * db[j0 + j] * inv_n;
+        d_var = -0.5 * da[j0 + j] * a[j] * st.inv_std[j0 + j] *
+                st.inv_std[j0 + j] * inv_n;
+      }
+      for (int64_t b = 0; b < n; ++b) {
+        const int64_t i = b * c + j0 + j;
+        const double s = st.s[b * sh.groups + g];
+        const double dm_i =
+            dm[b * k + j] + d_mu + 2.0 * d_var * (st.mean[i] - mu[j]);
+        const double slope = 2.0 * (dv[b * k + j] + d_var) * inv_length;
+        const T rounded = static_cast<T>(st.mean[i]);
+        const double offset =
+            dm_i * inv_length + slope * (rounded - st.mean[i]);
+        row_grad(dyp + i * length, xp + i * length, rounded,
+                 static_cast<T>(s * a[j]), static_cast<T>(slope),
+                 static_cast<T>(offset), length, dxp + i * length);
+      }
+    }
+  }
+}
+
+// Gradients of x, batch_weight, batch_bias, weight, bias (undefined where
+// not wanted).
+template <typename T>
+variable_list backward_impl(const Tensor& dy_in, const Tensor& x,
+                            const Tensor& stats_tensor, int64_t groups,
+                            int64_t mode, const std::vector<bool>& wanted) {
+  const Tensor dy = dy_in.contiguous();
+  const Shape sh(x, groups);
+  const Stats st(stats_tensor, sh.n, sh.c, groups);
+  std::vector<double> da(sh.c), db(sh.c), d_weight(groups), d_bias(groups);
+  Tensor dx;
+  if (wanted[0]) dx = at::empty_like(x);
+  const T* xp = x.const_data_ptr<T>();
+  const T* dyp = dy.const_data_ptr<T>();
+  T* dxp = wanted[0] ? dx.data_ptr<T>() : nullptr;
+  at::parallel_for(0, groups, sh.group_grain(), [&](int64_t lo, int64_t hi) {
+    backward_groups(sh, st, xp, dyp, dxp, mode, da.data(), db.data(),
+                    d_weight.data(), d_bias.data(), lo, hi);
+  });
+  auto to_tensor = [&](const std::vector<double>& values) {
+    Tensor t = at::empty({static_cast<int64_t>(values.size())}, x.options());
+    T* p = t.data_ptr<T>();
+    for (size_t i = 0; i < values.size(); ++i) p[i] = static_cast<T>(values[i]);
+    return t;
+  };
+  variable_list grads(5);
+  grads[0] = dx;
+  if (wanted[1]) {
+    for (int64_t j = 0; j < sh.c; ++j) da[j] *= st.inv_std[j];
+    grads[1] = to_tensor(da);
+  }
+  if (wanted[2]) grads[2] = to_tensor(db);
+  if (wanted[3]) grads[3] = to_tensor(d_weight);
+  if (wanted[4]) grads[4] = to_tensor(d_bias);
+  return grads;
+}
+
+// The gradients as values whose own backward raises (create_graph=True
+// works until something differentiates them), as Python's
+// @once_differentiable does.
+variable_list once_differentiable(const variable_list& grads) {
+  variable_list inputs;
+  for (const Tensor& g : grads) {
+    inputs.push_back(g.defined() ? g.detach().requires_grad_(true) : g);
+  }
+  auto error = std::make_shared<torch::autograd::DelayedError>(
+      "BCN has no second derivative: its backward pass is computed by hand "
+      "(native kernel and Python formulation alike)",
+      static_cast<int64_t>(inputs.size()));
+  return (*error)(std::move(inputs));
+}
+
+class BCNFunction : public torch::autograd::Function<BCNFunction> {
+ public:
+  static Tensor forward(AutogradContext* ctx, const Tensor& x,
+                        const Tensor& batch_weight, const Tensor& batch_bias,
+                        const Tensor& weight, const Tensor& bias,
+                        Tensor running_mean, Tensor running_var,
+                        Tensor num_batches_tracked, int64_t groups,
+                        double eps, int64_t mode, double factor) {
+    Tensor stats, y;
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_forward", [&] {
+      y = forward_impl<scalar_t>(x, batch_weight, batch_bias, weight, bias,
+                                 running_mean, running_var,
+                                 num_batches_tracked, groups, eps, mode,
+                                 factor, stats);
+    });
+    ctx->save_for_backward({x});
+    ctx->saved_data["stats"] = stats;
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["mode"] = mode;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx,
+                                variable_list grad_outputs) {
+    const auto saved = ctx->get_saved_variables();
+    Tensor stats = ctx->saved_data["stats"].toTensor();
+    const int64_t groups = ctx->saved_data["groups"].toInt();
+    const int64_t mode = ctx->saved_data["mode"].toInt();
+    std::vector<bool> wanted(5);
+    for (int i = 0; i < 5; ++i) wanted[i] = ctx->needs_input_grad(i);
+    variable_list grads;
+    AT_DISPATCH_FLOATING_TYPES(saved[0].scalar_type(), "bcn_backward", [&] {
+      grads = backward_impl<scalar_t>(grad_outputs[0], saved[0], stats,
+                                      groups, mode, wanted);
+    });
+    if (at::GradMode::is_enabled()) grads = once_differentiable(grads);
+    // No gradients for the buffers and the non-tensor arguments.
+    grads.resize(12);
+    return grads;
+  }
+};
+
+Tensor bcn(const Tensor& x, const Tensor& batch_weight,
+           const Tensor& batch_bias, const Tensor& weight, const Tensor& bias,
+           Tensor running_mean, Tensor running_var,
+           Tensor num_batches_tracked, int64_t groups, double eps,
+           int64_t mode, double factor) {
+  TORCH_CHECK(x.device().is_cpu() && x.is_contiguous() && x.dim() >= 3 &&
+                  x.numel() > 0,
+              "bcn: x must be a non-empty contiguous CPU tensor (N, C, *), "
+              "got ", x.sizes());
+  const int64_t c = x.size(1);
+  TORCH_CHECK(groups > 0 && c % groups == 0, "bcn: groups=", groups,
+              " must divide C=", c);
+  TORCH_CHECK(mode == kFixed || mode == kBatch || mode == kEstimate,
+              "bcn: unknown mode ", mode);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{
+           &batch_weight, &batch_bias, &running_mean, &running_var}) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->numel() == c &&
+                    t->is_contiguous() && t->device().is_cpu(),
+                "bcn: per-channel tensors must be contiguous CPU ",
+                x.scalar_type(), " of ", c, " elements");
+  }
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&weight, &bias}) {
+    TORCH_CHECK(t->scalar_type() == x.scalar_type() &&
+                    t->numel() == groups && t->is_contiguous() &&
+                    t->device().is_cpu(),
+                "bcn: per-group tensors must be contiguous CPU ",
+                x.scalar_type(), " of ", groups, " elements");
+  }
+  TORCH_CHECK(num_batches_tracked.scalar_type() == at::kLong &&
+                  num_batches_tracked.numel() == 1,
+              "bcn: num_batches_tracked must be one int64");
+  return BCNFunction::apply(x, batch_weight, batch_bias, weight, bias,
+                            running_mean, running_var, num_batches_tracked,
+                            groups, eps, mode, factor);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "Fused Batch-Channel Normalization on CPU (mmbcn)";
+  m.def("bcn", &bcn,
+        "y = BCN(x): mode 0 running statistics, 1 batch statistics with "
+        "running averages (factor: momentum, < 0 cumulative), 2 Algorithm 1 "
+        "estimates (factor: update rate)");
+}
