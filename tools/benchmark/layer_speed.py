@@ -13,7 +13,10 @@ float32:
 
 * ``GN`` nn.GroupNorm(32, C), ``BN`` nn.BatchNorm2d(C);
 * ``BCN`` / ``BCN-est``: mmbcn's BCN, large-batch / micro-batch
-  (Algorithm 1, ``estimate=True``);
+  (Algorithm 1, ``estimate=True``), as it runs by default (on CPU: the
+  native kernel, see ``mmbcn.cnn.bcn_native``);
+* ``BCN-py`` / ``BCN-est-py``: the same with the native kernel turned off
+  (the Python formulation);
 * ``plain`` / ``plain-est``: BCN composed as the paper writes it (Eq. 16):
   BatchNorm2d (or the batch step with Algorithm 1's estimates), then group
   normalization and the per-group affine.
@@ -52,7 +55,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.cnn import BatchChannelNorm, bcn_native
 
 GROUPS = 32
 UPDATE_RATE = 0.01
@@ -101,11 +104,25 @@ class PlainBCN(nn.Module):
         return y.view_as(x)
 
 
+class PythonBCN(BatchChannelNorm):
+    """mmbcn's BCN with the native kernel turned off during its calls."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        previous = bcn_native.set_enabled(False)
+        try:
+            return super().forward(x)
+        finally:
+            bcn_native.set_enabled(previous)
+
+
 VARIANTS: Dict[str, Callable[[int], nn.Module]] = {
     'GN': lambda c: nn.GroupNorm(GROUPS, c),
     'BN': lambda c: nn.BatchNorm2d(c),
     'BCN': lambda c: BatchChannelNorm(c, GROUPS),
     'BCN-est': lambda c: BatchChannelNorm(
+        c, GROUPS, estimate=True, update_rate=UPDATE_RATE),
+    'BCN-py': lambda c: PythonBCN(c, GROUPS),
+    'BCN-est-py': lambda c: PythonBCN(
         c, GROUPS, estimate=True, update_rate=UPDATE_RATE),
     'plain': lambda c: PlainBCN(c),
     'plain-est': lambda c: PlainBCN(c, estimate=True),
@@ -319,6 +336,7 @@ def environment(device: torch.device, argv: Sequence[str]) -> dict:
         cpu_count=os.cpu_count(),
         cpu=cpu,
         device=str(device),
+        bcn_implementation=bcn_native.status(),
         load_average=list(os.getloadavg()) if hasattr(os, 'getloadavg')
         else None)
     if device.type == 'cuda':
@@ -453,7 +471,8 @@ def main(argv=None) -> dict:
              fmt(r['peak_ratio'])] for r in results]
     text = '\n'.join([
         f'Layer level, {env["device"]}, float32, training mode, '
-        f'{env["threads"]} threads, torch {env["torch"]}; ratios: median '
+        f'{env["threads"]} threads, torch {env["torch"]}, BCN: '
+        f'{env["bcn_implementation"]}; ratios: median '
         f'over {args.repeat} interleaved rounds of the same-round ratio to '
         'nn.GroupNorm.', '', markdown_table(header, rows), '',
         '\n'.join(f'- {k}: {v:.2f}' for k, v in summary.items()),

@@ -172,68 +172,70 @@ void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
   const double inv_length = 1.0 / length, inv_n = 1.0 / n;
   for (int64_t g = g_lo; g < g_hi; ++g) {
     const int64_t j0 = g * k;
-    for (int64_t b = 0; b < n; ++b) {
+    double* mu = st.batch_mean + j0;
+    double* inv_std = st.inv_std + j0;
+    double* a = st.a + j0;
+    auto moments = [&](int64_t b) {
       for (int64_t j = j0; j < j0 + k; ++j) {
         const int64_t i = b * c + j;
         row_moments(xp + i * length, length, inv_length, st.mean + i,
                     st.var + i);
       }
-    }
-    // The batch step's statistics (Eq. 13): mu_hat into batch_mean, and
-    // sigma_hat^2 into inv_std until it is inverted below.
-    double* mu = st.batch_mean + j0;
-    double* inv_std = st.inv_std + j0;
-    T* rm_g = rm + j0;
-    T* rv_g = rv + j0;
-    if (mode == kFixed) {
-      for (int64_t j = 0; j < k; ++j) {
-        mu[j] = rm_g[j];
-        inv_std[j] = rv_g[j];
-      }
-    } else {
-      // Eq. 13 / Algorithm 1 line 1: the mean over (N, *).
-      for (int64_t j = 0; j < k; ++j) mu[j] = inv_std[j] = 0;
-      for (int64_t b = 0; b < n; ++b) {
-        const double* mean = st.mean + b * c + j0;
-        for (int64_t j = 0; j < k; ++j) mu[j] += mean[j];
-      }
-      for (int64_t j = 0; j < k; ++j) mu[j] *= inv_n;
-      // Mean square about the batch mean (Eq. 13) or the old estimate
-      // (Algorithm 1, line 2): E[(x - m)^2] = var + (mean - m)^2.
-      for (int64_t b = 0; b < n; ++b) {
-        const double* mean = st.mean + b * c + j0;
-        const double* var = st.var + b * c + j0;
+    };
+    auto channel_step = [&]() {
+      // The batch step's statistics (Eq. 13): mu_hat into batch_mean, and
+      // sigma_hat^2 into inv_std until it is inverted below.
+      T* rm_g = rm + j0;
+      T* rv_g = rv + j0;
+      if (mode == kFixed) {
         for (int64_t j = 0; j < k; ++j) {
-          const double d =
-              mean[j] - (mode == kBatch ? mu[j] : static_cast<double>(rm_g[j]));
-          inv_std[j] += var[j] + d * d;
-        }
-      }
-      for (int64_t j = 0; j < k; ++j) {
-        const double sq = inv_std[j] * inv_n;
-        if (mode == kBatch) {
-          inv_std[j] = sq;
-          rm_g[j] += static_cast<T>(factor * (mu[j] - rm_g[j]));
-          rv_g[j] += static_cast<T>(factor * (sq * unbias - rv_g[j]));
-        } else {
-          // Lines 3-4; line 5 normalizes with the updated estimates.
-          rm_g[j] += static_cast<T>(factor * (mu[j] - rm_g[j]));
-          rv_g[j] += static_cast<T>(factor * (sq - rv_g[j]));
           mu[j] = rm_g[j];
           inv_std[j] = rv_g[j];
         }
+      } else {
+        // Eq. 13 / Algorithm 1 line 1: the mean over (N, *).
+        for (int64_t j = 0; j < k; ++j) mu[j] = inv_std[j] = 0;
+        for (int64_t b = 0; b < n; ++b) {
+          const double* mean = st.mean + b * c + j0;
+          for (int64_t j = 0; j < k; ++j) mu[j] += mean[j];
+        }
+        for (int64_t j = 0; j < k; ++j) mu[j] *= inv_n;
+        // Mean square about the batch mean (Eq. 13) or the old estimate
+        // (Algorithm 1, line 2): E[(x - m)^2] = var + (mean - m)^2.
+        for (int64_t b = 0; b < n; ++b) {
+          const double* mean = st.mean + b * c + j0;
+          const double* var = st.var + b * c + j0;
+          for (int64_t j = 0; j < k; ++j) {
+            const double d =
+                mean[j] - (mode == kBatch ? mu[j] : static_cast<double>(rm_g[j]));
+            inv_std[j] += var[j] + d * d;
+          }
+        }
+        for (int64_t j = 0; j < k; ++j) {
+          const double sq = inv_std[j] * inv_n;
+          if (mode == kBatch) {
+            inv_std[j] = sq;
+            rm_g[j] += static_cast<T>(factor * (mu[j] - rm_g[j]));
+            rv_g[j] += static_cast<T>(factor * (sq * unbias - rv_g[j]));
+          } else {
+            // Lines 3-4; line 5 normalizes with the updated estimates.
+            rm_g[j] += static_cast<T>(factor * (mu[j] - rm_g[j]));
+            rv_g[j] += static_cast<T>(factor * (sq - rv_g[j]));
+            mu[j] = rm_g[j];
+            inv_std[j] = rv_g[j];
+          }
+        }
       }
-    }
-    // Eq. 13: x_dot = a_c * (x - mu_hat_c) + beta^b_c.
-    double* a = st.a + j0;
-    for (int64_t j = 0; j < k; ++j) {
-      inv_std[j] = 1.0 / std::sqrt(inv_std[j] + eps);
-      a[j] = bw[j0 + j] * inv_std[j];
-    }
+      // Eq. 13: x_dot = a_c * (x - mu_hat_c) + beta^b_c.
+      for (int64_t j = 0; j < k; ++j) {
+        inv_std[j] = 1.0 / std::sqrt(inv_std[j] + eps);
+        a[j] = bw[j0 + j] * inv_std[j];
+      }
+    };
     // Eq. 15 on x_dot, from its per-(n, c) moments a*mean + b and
     // a^2*var: y = s * (a * (x - mean) + dev) + beta^c_g, applied as
     // A * (x - m_T) + C with m_T the mean rounded to T.
-    for (int64_t b = 0; b < n; ++b) {
+    auto group_step = [&](int64_t b) {
       const int64_t base = b * c + j0;
       const double* mean = st.mean + base;
       const double* var = st.var + base;
@@ -261,6 +263,21 @@ void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
                    static_cast<T>(s * a[j]), static_cast<T>(offset), length,
                    yp + (base + j) * length);
       }
+    };
+    if (mode == kFixed) {
+      // Fixed statistics: one sample's rows at a time, still in cache for
+      // the second pass.
+      channel_step();
+      for (int64_t b = 0; b < n; ++b) {
+        moments(b);
+        group_step(b);
+      }
+    } else {
+      // Batch statistics need every sample's moments first; the second
+      // pass runs backwards so the rows read last are reused first.
+      for (int64_t b = 0; b < n; ++b) moments(b);
+      channel_step();
+      for (int64_t b = n - 1; b >= 0; --b) group_step(b);
     }
   }
 }
@@ -322,6 +339,7 @@ void backward_groups(const Shape& sh, const Stats& st, const T* xp,
   const int64_t n = sh.n, c = sh.c, k = sh.k, length = sh.length;
   const double inv_n = 1.0 / n, inv_k = 1.0 / k, inv_length = 1.0 / length;
   std::vector<double> dm(n * k), dv(n * k);  // P and S first
+  std::vector<double> d_mu(k), d_var(k);
   for (int64_t g = g_lo; g < g_hi; ++g) {
     const int64_t j0 = g * k;
     for (int64_t b = 0; b < n; ++b) {
@@ -366,20 +384,23 @@ void backward_groups(const Shape& sh, const Stats& st, const T* xp,
       }
     }
     if (dxp == nullptr) continue;
+    // kBatch: the batch statistics' share, per channel.
     for (int64_t j = 0; j < k; ++j) {
-      // kBatch: the batch statistics' share.
-      double d_mu = 0, d_var = 0;
+      d_mu[j] = d_var[j] = 0;
       if (mode == kBatch) {
-        d_mu = -a[j] * db[j0 + j] * inv_n;
-        d_var = -0.5 * da[j0 + j] * a[j] * st.inv_std[j0 + j] *
-                st.inv_std[j0 + j] * inv_n;
+        d_mu[j] = -a[j] * db[j0 + j] * inv_n;
+        d_var[j] = -0.5 * da[j0 + j] * a[j] * st.inv_std[j0 + j] *
+                   st.inv_std[j0 + j] * inv_n;
       }
-      for (int64_t b = 0; b < n; ++b) {
+    }
+    // Backwards over the batch: the rows summed last are reused first.
+    for (int64_t b = n - 1; b >= 0; --b) {
+      const double s = st.s[b * sh.groups + g];
+      for (int64_t j = 0; j < k; ++j) {
         const int64_t i = b * c + j0 + j;
-        const double s = st.s[b * sh.groups + g];
         const double dm_i =
-            dm[b * k + j] + d_mu + 2.0 * d_var * (st.mean[i] - mu[j]);
-        const double slope = 2.0 * (dv[b * k + j] + d_var) * inv_length;
+            dm[b * k + j] + d_mu[j] + 2.0 * d_var[j] * (st.mean[i] - mu[j]);
+        const double slope = 2.0 * (dv[b * k + j] + d_var[j]) * inv_length;
         const T rounded = static_cast<T>(st.mean[i]);
         const double offset =
             dm_i * inv_length + slope * (rounded - st.mean[i]);
