@@ -34,8 +34,9 @@ boxes and masks), no pretrained weights. Measured:
   proposals, RoI heads; no post-processing) of all four models,
   interleaved.
 
-Writes ``detection_step.json`` and ``.md`` to ``--out-dir`` and prints the
-table.
+Timings run with the allocator settings of ``layer_speed.py`` (freed
+memory kept; ``--system-malloc`` to turn off). Writes
+``detection_step.json`` and ``.md`` to ``--out-dir`` and prints the table.
 """
 import argparse
 import copy
@@ -52,9 +53,10 @@ from mmengine.hub import get_config
 from mmengine.registry import DefaultScope
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from layer_speed import (MALLOC_ENV, environment, fmt,  # noqa: E402
-                         interleaved, markdown_table, paired_ratio,
-                         peak_memory, saved_bytes_counter, write_outputs)
+from layer_speed import (environment, fmt, interleaved,  # noqa: E402
+                         markdown_table, memory_worker_env, paired_ratio,
+                         peak_memory, reexec_with_timing_allocator,
+                         saved_bytes_counter, write_outputs)
 
 import mmbcn  # noqa: E402,F401
 from mmbcn.cnn import BatchChannelNorm  # noqa: E402
@@ -210,7 +212,7 @@ def peak_in_subprocess(variant: str, argv, threads: int):
                            threads=threads))
     out = subprocess.run(
         [sys.executable, osp.abspath(__file__), '--memory-worker', spec],
-        env=dict(os.environ, **MALLOC_ENV), check=True,
+        env=memory_worker_env(), check=True,
         stdout=subprocess.PIPE, text=True).stdout
     lines = [line for line in out.splitlines() if line.startswith('{')]
     return json.loads(lines[-1])['peak']
@@ -240,6 +242,8 @@ def parse_args(argv=None):
                         help='override settings of the BCN+WS config '
                         '(applied to every model)')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
+    parser.add_argument('--system-malloc', action='store_true',
+                        help='time with the default allocator settings')
     parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -365,4 +369,5 @@ def main(argv=None) -> dict:
 
 
 if __name__ == '__main__':
+    reexec_with_timing_allocator()
     main()

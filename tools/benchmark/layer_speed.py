@@ -31,6 +31,12 @@ which the variants run interleaved, in rotating order, after a warm-up;
 of a separate process whose allocator returns freed blocks at once; CUDA:
 ``max_memory_allocated``).
 
+On Linux the command re-runs itself with glibc's allocator keeping freed
+memory (``TIMING_MALLOC_ENV``), as PyTorch's caching allocators do on GPU:
+otherwise every full-size output is a fresh ``mmap`` whose page faults,
+which depend on what ran before, swing the timings of both BCN and GN by
+up to 2x. ``--system-malloc`` keeps the default allocator.
+
 Writes ``layer_speed.json`` and ``layer_speed.md`` to ``--out-dir`` and
 prints the table. Timings on a shared machine are noisy: the JSON records
 the threads, the load average and the command.
@@ -62,6 +68,10 @@ UPDATE_RATE = 0.01
 # ResNet-50 stage outputs at a 224 x 224 input: channels and stride.
 RESNET50_STAGES = {1: (256, 4), 2: (512, 8), 3: (1024, 16), 4: (2048, 32)}
 MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536'}
+# For timing: blocks up to glibc's largest threshold (32 MiB) come from the
+# heap, and freed memory is not returned to the system.
+TIMING_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(32 * 2**20),
+                     'MALLOC_TRIM_THRESHOLD_': str(2**40)}
 
 
 class PlainBCN(nn.Module):
@@ -303,14 +313,22 @@ def memory_worker(spec: dict) -> None:
                                   variant, shape, device))), flush=True)
 
 
+def memory_worker_env() -> Dict[str, str]:
+    """Environment of a memory-measuring child: ``MALLOC_ENV``, without the
+    timing settings (which would keep freed memory resident)."""
+    env = {k: v for k, v in os.environ.items() if k not in TIMING_MALLOC_ENV}
+    env.update(MALLOC_ENV)
+    return env
+
+
 def peaks_in_subprocess(cases: List, threads: int) -> Dict:
     """CPU peaks measured in one child process with ``MALLOC_ENV``, so
     that freed blocks leave the resident set at once."""
-    env = dict(os.environ, **MALLOC_ENV)
     spec = json.dumps(dict(cases=cases, threads=threads))
     out = subprocess.run(
         [sys.executable, osp.abspath(__file__), '--memory-worker', spec],
-        env=env, check=True, stdout=subprocess.PIPE, text=True).stdout
+        env=memory_worker_env(), check=True, stdout=subprocess.PIPE,
+        text=True).stdout
     peaks = {}
     for line in out.splitlines():
         if line.startswith('{'):
@@ -337,6 +355,8 @@ def environment(device: torch.device, argv: Sequence[str]) -> dict:
         cpu=cpu,
         device=str(device),
         bcn_implementation=bcn_native.status(),
+        malloc_env={k: os.environ[k]
+                    for k in TIMING_MALLOC_ENV if k in os.environ},
         load_average=list(os.getloadavg()) if hasattr(os, 'getloadavg')
         else None)
     if device.type == 'cuda':
@@ -387,6 +407,8 @@ def parse_args(argv=None):
     parser.add_argument('--no-memory', action='store_true',
                         help='skip the peak-memory measurement')
     parser.add_argument('--out-dir', default='work_dirs/benchmark')
+    parser.add_argument('--system-malloc', action='store_true',
+                        help='time with the default allocator settings')
     parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -482,5 +504,23 @@ def main(argv=None) -> dict:
     return data
 
 
+def reexec_with_timing_allocator() -> None:
+    """Re-run this command under ``TIMING_MALLOC_ENV`` (Linux, CPU, unless
+    ``--system-malloc``)."""
+    argv = sys.argv[1:]
+    if (not sys.platform.startswith('linux') or '--system-malloc' in argv
+            or '--memory-worker' in argv
+            or any(a.startswith('--device') and 'cuda' in a for a in argv)
+            or 'cuda' in argv
+            or all(os.environ.get(k) == v
+                   for k, v in TIMING_MALLOC_ENV.items())):
+        return
+    print('re-running with ' + ' '.join(
+        f'{k}={v}' for k, v in TIMING_MALLOC_ENV.items()), flush=True)
+    os.execve(sys.executable, [sys.executable, sys.argv[0]] + argv,
+              dict(os.environ, **TIMING_MALLOC_ENV))
+
+
 if __name__ == '__main__':
+    reexec_with_timing_allocator()
     main()
