@@ -42,7 +42,7 @@ using torch::autograd::variable_list;
 
 enum Mode : int64_t { kFixed = 0, kBatch = 1, kEstimate = 2 };
 
-// Reductions add vector lanes in T within a block and blocks in double.
+// Elements per block of a row reduction.
 constexpr int64_t kBlock = 256;
 // Elements per parallel task.
 constexpr int64_t kGrain = 32768;
