@@ -7,9 +7,12 @@ wheel depends on the platform (CPU or a CUDA version) and mmcv must match
 it, so neither is pinned here in a way that would make pip replace them.
 
 The fused CPU kernel of BCN (mmbcn/cnn/csrc) is compiled against the
-installed torch, hence ``pip install --no-build-isolation``. Without a C++
-compiler, or with ``MMBCN_WITH_NATIVE=0``, the package installs without it
-and BCN runs its Python formulation (same results, slower on CPU).
+installed torch: ``python setup.py build_ext --inplace`` (what
+tools/install.sh does), or ``pip install --no-build-isolation`` with a pip
+recent enough to build editable wheels itself (older pips hand the build to
+an isolated environment without torch, which installs without the kernel).
+With ``MMBCN_WITH_NATIVE=0`` the package installs without it, and BCN runs
+its Python formulation (same results, slower on CPU).
 """
 import os
 import os.path as osp
