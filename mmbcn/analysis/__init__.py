@@ -9,7 +9,7 @@ from .conv4_net import FourLayerConvNet
 from .datasets import load_cifar10, load_data, load_digits
 from .fixed_stat_norm import FixedStatNorm, draw_target_statistics
 from .norm_probe import NormProbe, SingularityProbe, find_norm_layers
-from .report import markdown_table, write_csv
+from .report import markdown_table, write_csv, write_report
 from .stat_diff import stat_diff
 from .training import evaluate, train
 
@@ -18,5 +18,6 @@ __all__ = [
     'small_scale_fraction', 'NormProbe', 'SingularityProbe',
     'find_norm_layers', 'FixedStatNorm', 'draw_target_statistics',
     'FourLayerConvNet', 'CifarResNet', 'load_digits', 'load_cifar10',
-    'load_data', 'evaluate', 'train', 'markdown_table', 'write_csv'
+    'load_data', 'evaluate', 'train', 'markdown_table', 'write_csv',
+    'write_report'
 ]

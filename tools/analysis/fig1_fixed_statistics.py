@@ -18,7 +18,6 @@ CIFAR-10 in its python format with --cifar10 PATH.
 """
 import argparse
 import math
-import os
 import os.path as osp
 import time
 
@@ -26,7 +25,7 @@ import torch
 
 import mmbcn  # noqa: F401  (registers WSConv, BCN)
 from mmbcn.analysis import (FourLayerConvNet, evaluate, load_data,
-                            markdown_table, train, write_csv)
+                            train, write_report)
 
 COLUMNS = ('sigma_mu', 'sigma_sigma', 'test_acc', 'final_loss', 'failed',
            'diverged')
@@ -169,12 +168,8 @@ def main(argv=None):
                   f"{row['final_loss']:.4f}"
                   f"{'  FAILED' if row['failed'] == 'yes' else ''}"
                   f'  ({time.time() - start:.0f} s)', flush=True)
-    os.makedirs(args.out_dir, exist_ok=True)
     stem = osp.join(args.out_dir, f'fig1_fixed_statistics_{dataset}')
-    write_csv(stem + '.csv', rows, COLUMNS)
-    table = markdown_table(rows, COLUMNS)
-    with open(stem + '.md', 'w') as f:
-        f.write(table)
+    table = write_report(stem, rows, COLUMNS)
     title = (f'Fixed-statistics norm (Eq. 6-7), 4-layer conv net, {dataset}'
              f'\n{args.epochs} epochs; circle size ~ test accuracy (%)')
     plot(rows, stem + '.png', title, args.fail_below)

@@ -17,7 +17,6 @@ CIFAR-10 in its python format with --cifar10 PATH.
         --depth 20 --epochs 30 --train-size 10000
 """
 import argparse
-import os
 import os.path as osp
 import time
 
@@ -25,7 +24,7 @@ import torch
 
 import mmbcn  # noqa: F401  (registers WSConv, BCN)
 from mmbcn.analysis import (CifarResNet, SingularityProbe, evaluate,
-                            load_data, markdown_table, train, write_csv)
+                            load_data, train, write_report)
 
 VARIANTS = {
     'GN': (dict(type='GN'), None),
@@ -160,14 +159,10 @@ def main(argv=None):
                   f"dead {r['dead_fraction']:.4f} small "
                   f"{r['small_scale_fraction']:.4f}", flush=True)
         print(f'{name} done ({time.time() - start:.0f} s)', flush=True)
-    os.makedirs(args.out_dir, exist_ok=True)
     stem = osp.join(args.out_dir, f'fig3_stat_diff_{dataset}')
-    write_csv(stem + '.csv', rows, COLUMNS)
     last = [r for r in rows if r['epoch'] == max(
         q['epoch'] for q in rows if q['variant'] == r['variant'])]
-    table = markdown_table(last, COLUMNS)
-    with open(stem + '.md', 'w') as f:
-        f.write(table)
+    table = write_report(stem, rows, COLUMNS, last)
     plot(rows, args.variants, stem + '.png',
          f'ResNet-{args.depth} on {dataset}, {args.epochs} epochs')
     print(table)

@@ -149,9 +149,9 @@ struct Stats {
 };
 
 struct Shape {
-  int64_t n, c, groups, k, rows, length;
+  int64_t n, c, groups, k, length;
   Shape(const Tensor& x, int64_t g)
-      : n(x.size(0)), c(x.size(1)), groups(g), k(c / g), rows(n * c),
+      : n(x.size(0)), c(x.size(1)), groups(g), k(c / g),
         length(x.numel() / (n * c)) {}
   // Groups per parallel task: each task owns whole channel groups, across
   // the batch, so a group's rows stay in cache between its two passes.
