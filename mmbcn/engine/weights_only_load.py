@@ -1,0 +1,104 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+"""Read a checkpoint with ``torch.load(weights_only=True)``, passed
+explicitly, so that no environment variable
+(``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) or default can turn the protection
+off: unpickling runs no code from the file. Errors name the file."""
+import io
+import os
+import os.path as osp
+import pickle
+from typing import Any, Union
+
+import torch
+
+from .plain_state import decode
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint is unreadable (truncated, not a torch file)."""
+
+
+class UnsafeCheckpointError(CheckpointLoadError):
+    """A checkpoint holds pickled objects beyond tensors and plain data."""
+
+
+def load_weights_only(source: Union[str, bytes, io.IOBase],
+                      map_location: Any = 'cpu',
+                      name: str = None,
+                      mmap: bool = False) -> Any:
+    """The object in ``source`` (a path, bytes or a file object), read with
+    ``weights_only=True``; mmbcn's plain-data encoding
+    (:mod:`mmbcn.engine.plain_state`) is decoded.
+
+    Raises:
+        FileNotFoundError: ``source`` is a path that does not exist.
+        UnsafeCheckpointError: the file would need to unpickle other
+            objects (possibly code); nothing of it was executed.
+        CheckpointLoadError: the file is truncated or not a checkpoint.
+    """
+    if isinstance(source, str):
+        name = name or source
+        source = osp.expanduser(source)
+        if not osp.isfile(source):
+            raise FileNotFoundError(f'checkpoint {name!r} not found')
+    elif isinstance(source, bytes):
+        source = io.BytesIO(source)
+    name = name or '<checkpoint>'
+    _check_environment()
+    try:
+        obj = torch.load(source, map_location=map_location,
+                         weights_only=True, mmap=mmap or None)
+    except pickle.UnpicklingError as err:
+        raise UnsafeCheckpointError(
+            f'{name}: refused: it holds pickled objects that '
+            'torch.load(weights_only=True) does not allow, and mmbcn never '
+            f'loads checkpoints otherwise ({_first_line(err)}). If the '
+            'file comes from a source you trust, load it once in Python '
+            'and save only its tensors: torch.save({"state_dict": '
+            'model.state_dict()}, path)') from err
+    except Exception as err:
+        raise CheckpointLoadError(
+            f'{name}: not a readable PyTorch checkpoint (truncated or '
+            f'another format): {type(err).__name__}: {_first_line(err)}'
+        ) from err
+    return decode(obj)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ''
+
+
+def _check_environment() -> None:
+    """torch 2.13 honours ``weights_only=True`` when it is passed, whatever
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` says; this guards against a torch
+    whose ``load`` ignores the argument (the environment variable then
+    becomes an error here instead of a silent unsafe load)."""
+    if os.environ.get('TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD', '0').lower() in (
+            '1', 'y', 'yes', 'true') and not _explicit_argument_wins():
+        raise CheckpointLoadError(
+            'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set and this torch lets '
+            'it override weights_only=True: unset it to load checkpoints')
+
+
+_EXPLICIT_WINS = None
+
+
+def _explicit_argument_wins() -> bool:
+    """Whether this torch keeps an explicit ``weights_only=True`` under
+    ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` (checked once, on a file holding
+    an object that only a full unpickler accepts)."""
+    global _EXPLICIT_WINS
+    if _EXPLICIT_WINS is None:
+        buffer = io.BytesIO()
+        torch.save({'probe': _Probe()}, buffer)
+        try:
+            torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+            _EXPLICIT_WINS = False
+        except pickle.UnpicklingError:
+            _EXPLICIT_WINS = True
+    return _EXPLICIT_WINS
+
+
+class _Probe:
+    """A harmless class a weights-only unpickler must refuse."""
