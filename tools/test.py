@@ -2,9 +2,11 @@
 """Evaluate a checkpoint with the config's test dataloader and metrics.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
-        [--cfg-options k=v ...] [--launcher pytorch]
+        [--allow-partial] [--cfg-options k=v ...] [--launcher pytorch]
 
-Checkpoints are read with torch.load(weights_only=True).
+Checkpoints are read with torch.load(weights_only=True). A checkpoint
+that leaves model keys unloaded (another model's) is refused, naming the
+keys, unless --allow-partial.
 """
 import argparse
 import os
@@ -27,6 +29,9 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='dump predictions to this pickle '
                         'file (mmdet/mmseg DumpResults)')
     parser.add_argument(
+        '--allow-partial', action='store_true',
+        help='evaluate even if the checkpoint leaves model keys unloaded')
+    parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, xxx=yyy (lists: key="[a,b]")')
     parser.add_argument('--launcher', default='none',
@@ -48,7 +53,7 @@ def main(argv=None):
                            args.work_dir)
     cfg.load_from = args.checkpoint
     cfg.resume = False
-    add_weights_only_checkpoints(cfg)
+    add_weights_only_checkpoints(cfg, allow_partial=args.allow_partial)
     if args.out is not None:
         if not args.out.endswith(('.pkl', '.pickle')):
             raise ValueError(f'--out {args.out!r} must be a .pkl file')

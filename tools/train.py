@@ -2,7 +2,13 @@
 """Train an mmdet or mmseg model (BCN or not) from a config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
-        [--auto-scale-lr] [--cfg-options k=v ...] [--launcher pytorch]
+        [--auto-scale-lr] [--allow-partial] [--cfg-options k=v ...]
+        [--launcher pytorch]
+
+Checkpoints are read with torch.load(weights_only=True) and written so
+that a failure while saving never loses the previous one. ``--resume``
+without a path continues from the newest checkpoint that loads (a
+truncated newer one is skipped with a warning).
 
 Multi-GPU / multi-process: tools/dist_train.sh (torchrun), Slurm:
 tools/slurm_train.sh. On machines without CUDA the processes use gloo.
@@ -16,7 +22,8 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401  (registers BCN, SyncBCN, WSConv, hooks)
-from mmbcn.engine import (add_weights_only_checkpoints, load_tool_config, check_checkpoint_paths,
+from mmbcn.engine import (add_weights_only_checkpoints, check_checkpoint_paths,
+                          find_resume_checkpoint, load_tool_config,
                           prepare_and_check_data, prepare_cpu_distributed)
 
 
@@ -33,6 +40,10 @@ def parse_args(argv=None):
         '--resume', nargs='?', type=str, const='auto',
         help='resume from this checkpoint, or without a path from the '
         'latest checkpoint in the work directory')
+    parser.add_argument(
+        '--allow-partial', action='store_true',
+        help='let load_from leave model keys unloaded (by default a '
+        'checkpoint of another model is refused, naming the keys)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, xxx=yyy (lists: key="[a,b]")')
@@ -57,12 +68,13 @@ def build_config(args) -> Config:
                            'base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        cfg.resume = True
+        cfg.load_from = find_resume_checkpoint(cfg.work_dir)
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise FileNotFoundError(f'--resume: {args.resume!r} not found')
         cfg.resume, cfg.load_from = True, args.resume
-    add_weights_only_checkpoints(cfg)
+    add_weights_only_checkpoints(cfg, allow_partial=args.allow_partial)
     return cfg
 
 

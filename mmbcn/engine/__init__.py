@@ -1,16 +1,22 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
+from . import checkpoint_schemes  # noqa: F401  (weights-only loading)
 from .checkpoint_hook import WeightsOnlyCheckpointHook
 from .cpu_distributed import (CPUDistributedDataParallel,
                               prepare_cpu_distributed)
+from .resume_checkpoint import find_resume_checkpoint
+from .safe_checkpoint_hook import SafeCheckpointHook
 from .singularity_hook import SingularityHook
 from .tool_setup import (add_weights_only_checkpoints, check_checkpoint_paths,
                          load_tool_config, prepare_and_check_data)
 from .update_rate_hook import BCNUpdateRateHook, estimate_layers
+from .weights_only_load import (CheckpointLoadError, UnsafeCheckpointError,
+                                load_weights_only)
 
 __all__ = [
     'BCNUpdateRateHook', 'estimate_layers', 'WeightsOnlyCheckpointHook',
     'CPUDistributedDataParallel', 'prepare_cpu_distributed',
     'add_weights_only_checkpoints', 'prepare_and_check_data',
     'check_checkpoint_paths', 'load_tool_config',
-    'SingularityHook'
+    'SingularityHook', 'SafeCheckpointHook', 'find_resume_checkpoint',
+    'CheckpointLoadError', 'UnsafeCheckpointError', 'load_weights_only'
 ]

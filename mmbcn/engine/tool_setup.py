@@ -6,12 +6,26 @@ from typing import Iterable
 from mmengine.registry import DATASETS, DefaultScope
 
 
-def add_weights_only_checkpoints(cfg) -> None:
-    """Make the run's checkpoints loadable with weights_only=True."""
+def add_weights_only_checkpoints(cfg, allow_partial: bool = False) -> None:
+    """Make the run's checkpoints loadable with weights_only=True
+    (``WeightsOnlyCheckpointHook``, which also refuses a ``load_from`` that
+    leaves model keys unloaded unless ``allow_partial``), and save them
+    with ``SafeCheckpointHook`` (the old checkpoint is deleted only after
+    the new one is complete) where the config uses mmengine's
+    ``CheckpointHook``."""
     hooks = list(cfg.get('custom_hooks') or [])
-    if not any(h.get('type') == 'WeightsOnlyCheckpointHook' for h in hooks):
+    ours = [h for h in hooks if h.get('type') == 'WeightsOnlyCheckpointHook']
+    if not ours:
         hooks.append(dict(type='WeightsOnlyCheckpointHook'))
+        ours = hooks[-1:]
+    if allow_partial:
+        for hook in ours:
+            hook['allow_partial'] = True
     cfg.custom_hooks = hooks
+    checkpoint = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if checkpoint is not None and checkpoint.get('type') in (
+            'CheckpointHook', 'mmengine.CheckpointHook'):
+        checkpoint['type'] = 'SafeCheckpointHook'
 
 
 def _datasets(cfg, where):
