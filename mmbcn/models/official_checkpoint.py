@@ -39,7 +39,6 @@ import copy
 import hashlib
 import os
 import re
-import tempfile
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -51,6 +50,7 @@ from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS
 from torch import Tensor
 
+from ..utils import atomic_save, check_outputs
 from ..version import __version__
 from . import decode_heads  # noqa: F401  (registers BCNASPPHead)
 
@@ -340,13 +340,17 @@ def convert_official_checkpoint(src: str,
     ``dst`` (``{'state_dict', 'meta'}``), reporting each stage to ``log``.
 
     ``dst`` appears only when everything succeeded (written to a temporary
-    file beside it, then renamed). Returns the meta.
+    file beside it, then renamed; mode from the user's umask). Returns the
+    meta.
 
     Raises:
+        OutputPathError: ``dst`` is ``src`` (it would replace the official
+            file).
         OfficialCheckpointError: ``src`` is unreadable, of another
             architecture or norm, has keys that cannot be mapped, lacks keys
             or has wrong shapes (the message names them).
     """
+    check_outputs({'the output': dst}, {'official checkpoint': src})
     log(f'[1/5] reading {src}')
     digest = file_sha256(src) if os.path.isfile(src) else None
     state = load_official_state(src)
@@ -377,20 +381,8 @@ def convert_official_checkpoint(src: str,
 
 def save_checkpoint(checkpoint: dict, dst: str) -> None:
     """``torch.save`` to a temporary file in ``dst``'s folder, then rename:
-    ``dst`` is never left partly written."""
-    folder = os.path.dirname(os.path.abspath(dst))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f'.{os.path.basename(dst)}.', suffix='.part', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(checkpoint, f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dst)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    ``dst`` is never left partly written; its mode follows the umask."""
+    atomic_save(checkpoint, dst)
 
 
 def _voc_meta() -> dict:

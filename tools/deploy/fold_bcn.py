@@ -9,7 +9,7 @@ Writes two files:
 
 * ``OUT`` (e.g. ``model_folded.pth``): ``{'meta': {...}, 'state_dict': ...}``
   of plain tensors and strings, loadable with
-  ``torch.load(OUT, weights_only=True)``;
+  ``torch.load(OUT, weights_only=True)``; not a ``.py`` file;
 * the folded config (``--out-config``, default ``OUT`` with ``.py``): the
   original config with ``GN`` for every BCN and ``FoldedConv`` (a plain
   ``nn.Conv2d`` with a bias) for WS convolutions and the convolutions before
@@ -29,10 +29,16 @@ with the original model in eval mode on a random input: the output of
 (segmentors), else of ``model.extract_feat(x)`` (detectors: backbone and
 neck; every folded pair was computed from the same formulas). The input
 checkpoint is read with ``torch.load(weights_only=True)``.
+
+Neither output may be an input (CONFIG, CHECKPOINT) or the other output:
+such paths are refused before anything is read. Both files are written to
+temporary files and renamed into place together when everything, the
+check included, succeeded: a failure (full disk, a failed check) leaves
+neither, and an earlier OUT / config as it was. New files get the mode the
+user's umask gives.
 """
 import argparse
 import copy
-import os
 import os.path as osp
 import sys
 
@@ -42,7 +48,8 @@ from mmengine.registry import MODELS, DefaultScope
 
 import mmbcn  # noqa: F401
 from mmbcn.deploy import fold_bcn, folded_config, transfer_state
-from mmbcn.engine.plain_state import decode
+from mmbcn.engine import load_weights_only
+from mmbcn.utils import OutputPathError, atomic_outputs, check_outputs
 
 
 def parse_args(argv=None):
@@ -73,9 +80,7 @@ def load_state_dict(path: str) -> dict:
     """The state dict in ``path`` (a bare state dict or under
     ``'state_dict'``), read with weights_only=True, ``module.`` prefixes
     removed."""
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint {path!r} not found')
-    ckpt = decode(torch.load(path, map_location='cpu', weights_only=True))
+    ckpt = load_weights_only(path, map_location='cpu')
     state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f'{path!r} holds no state dict')
@@ -118,11 +123,25 @@ def max_relative_error(got, want) -> float:
     return max(errors) if errors else 0.0
 
 
+def output_paths(args) -> tuple:
+    """``(OUT, folded config)``; raises OutputPathError if either would
+    replace an input (config, checkpoint) or OUT is a config file."""
+    if args.out.lower().endswith('.py'):
+        raise OutputPathError(
+            f'OUT {args.out!r} ends in .py: OUT is the folded checkpoint '
+            '(e.g. model_folded.pth); the folded config goes to OUT with '
+            '.py or --out-config')
+    out_config = args.out_config or osp.splitext(args.out)[0] + '.py'
+    check_outputs({'OUT': args.out, 'the folded config': out_config},
+                  {'CONFIG': args.config, 'CHECKPOINT': args.checkpoint})
+    return args.out, out_config
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not osp.isfile(args.config):
         raise FileNotFoundError(f'config {args.config!r} not found')
-    out_config = args.out_config or osp.splitext(args.out)[0] + '.py'
+    out, out_config = output_paths(args)
     cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
@@ -142,43 +161,47 @@ def main(argv=None) -> int:
         return 1
 
     new_cfg, changes = folded_config(cfg)
-    new_cfg.load_from = args.out
+    new_cfg.load_from = out
     print('config changes:')
     for line in changes:
         print(f'  {line}')
-    for path in (args.out, out_config):
-        if osp.dirname(path):
-            os.makedirs(osp.dirname(path), exist_ok=True)
-    new_cfg.dump(out_config)
-    target = build_model(Config.fromfile(out_config))
-    paired = transfer_state(model, target)
-    target.eval()
-
-    meta = dict(
-        mmbcn_fold=dict(
-            source_config=osp.abspath(args.config),
-            source_checkpoint=osp.abspath(args.checkpoint),
-            config=osp.abspath(out_config),
-            folded=len(report.folded),
-            standardized=len(report.standardized)))
-    if original is not None:
-        x = torch.randn(*args.verify_shape,
-                        generator=torch.Generator().manual_seed(0))
-        want, what = tensor_outputs(original, x)
-        got, _ = tensor_outputs(target, x)
-        error = max_relative_error(got, want)
-        print(f'check on a random {tuple(x.shape)} input, {what}: '
-              f'max relative error {error:.3g} (rtol {args.rtol:g})')
-        if not error <= args.rtol:
-            raise RuntimeError(
-                f'the folded model differs from the original: relative '
-                f'error {error:.3g} > {args.rtol:g} ({out_config} written, '
-                f'{args.out} not)')
-        meta['mmbcn_fold']['max_relative_error'] = error
-    torch.save(dict(meta=meta, state_dict=target.state_dict()), args.out)
-    print(f'{paired} modules with state; wrote {args.out} and {out_config}')
-    print(f'inference: python tools/test.py {out_config} {args.out}')
+    # both files appear together, complete, or neither does
+    with atomic_outputs(out, out_config) as (tmp_out, tmp_config):
+        new_cfg.dump(tmp_config)
+        target = build_model(Config.fromfile(tmp_config))
+        paired = transfer_state(model, target)
+        target.eval()
+        meta = dict(
+            mmbcn_fold=dict(
+                source_config=osp.abspath(args.config),
+                source_checkpoint=osp.abspath(args.checkpoint),
+                config=osp.abspath(out_config),
+                folded=len(report.folded),
+                standardized=len(report.standardized)))
+        if original is not None:
+            meta['mmbcn_fold']['max_relative_error'] = verify(
+                original, target, args)
+        torch.save(dict(meta=meta, state_dict=target.state_dict()), tmp_out)
+    print(f'{paired} modules with state; wrote {out} and {out_config}')
+    print(f'inference: python tools/test.py {out_config} {out}')
     return 0
+
+
+def verify(original, target, args) -> float:
+    """Max relative error of the folded model on a random input; raises
+    (nothing is written) above ``--rtol``."""
+    x = torch.randn(*args.verify_shape,
+                    generator=torch.Generator().manual_seed(0))
+    want, what = tensor_outputs(original, x)
+    got, _ = tensor_outputs(target, x)
+    error = max_relative_error(got, want)
+    print(f'check on a random {tuple(x.shape)} input, {what}: '
+          f'max relative error {error:.3g} (rtol {args.rtol:g})')
+    if not error <= args.rtol:
+        raise RuntimeError(
+            f'the folded model differs from the original: relative '
+            f'error {error:.3g} > {args.rtol:g} (nothing written)')
+    return error
 
 
 if __name__ == '__main__':

@@ -12,6 +12,7 @@ import sys
 
 from mmbcn.models.official_checkpoint import (OfficialCheckpointError,
                                               convert_official_checkpoint)
+from mmbcn.utils import OutputPathError
 
 
 def parse_args(argv=None):
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         convert_official_checkpoint(args.src, args.dst)
-    except OfficialCheckpointError as e:
+    except (OfficialCheckpointError, OutputPathError) as e:
         print(f'error: {e}\n{args.dst} was not written', file=sys.stderr)
         return 1
     return 0
