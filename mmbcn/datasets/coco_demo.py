@@ -137,10 +137,29 @@ class ShapesCocoDataset(CocoDataset):
     def ensure_data(cls, data_root: str) -> None:
         """Generate the data into ``data_root`` unless it is there. Safe
         when several processes start at once: each writes a private copy
-        and the first rename wins."""
+        and the first rename wins.
+
+        Raises:
+            RuntimeError: ``data_root`` exists and holds something else, or
+                an annotation file is not valid JSON (truncated); the
+                message names the path and what to do.
+        """
         root = osp.normpath(data_root)
-        if osp.isfile(osp.join(root, 'annotations', 'instances_val.json')):
-            return
+        if not osp.isfile(osp.join(root, 'annotations', 'instances_val.json')):
+            cls._generate(data_root, root)
+        for split in SPLITS:
+            check_annotation_file(
+                osp.join(root, 'annotations', f'instances_{split}.json'),
+                data_root)
+
+    @staticmethod
+    def _generate(data_root: str, root: str) -> None:
+        if osp.exists(root) and not (osp.isdir(root) and not os.listdir(root)):
+            raise RuntimeError(
+                f'data_root {data_root!r} exists but does not hold the demo '
+                'dataset (annotations/instances_val.json is missing): remove '
+                'it, or set data_root to a new directory where the demo data '
+                'can be generated')
         parent = osp.dirname(osp.abspath(root))
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix='.shapes-', dir=parent)
@@ -148,9 +167,32 @@ class ShapesCocoDataset(CocoDataset):
             generate_shapes_coco(tmp)
             try:
                 os.rename(tmp, root)
-            except OSError:
+            except OSError as err:
                 if not osp.isfile(
                         osp.join(root, 'annotations', 'instances_val.json')):
-                    raise
+                    raise RuntimeError(
+                        f'data_root {data_root!r} exists but does not hold '
+                        'the demo dataset (annotations/instances_val.json '
+                        f'is missing; {err.strerror}): remove it, or set '
+                        'data_root to a new directory where the demo data '
+                        'can be generated') from err
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def load_data_list(self):
+        check_annotation_file(self.ann_file, self.data_root)
+        return super().load_data_list()
+
+
+def check_annotation_file(path: str, data_root: str) -> None:
+    """Raise a RuntimeError naming ``path`` if it is not valid JSON."""
+    if not osp.isfile(path):
+        return  # a missing file is reported by whoever reads it
+    try:
+        with open(path, encoding='utf-8') as f:
+            json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise RuntimeError(
+            f'annotation file {path!r} is not valid JSON ({err}): it is '
+            'truncated or damaged. Delete the data_root '
+            f'{data_root!r} to have the demo data generated again') from err
