@@ -1,6 +1,7 @@
 """Saving never loses the last good checkpoint and never writes one that
 does not load back with weights_only=True; --resume skips a truncated
 newest checkpoint with a warning (issue 12, item 7)."""
+import os
 import os.path as osp
 import sys
 
@@ -91,10 +92,13 @@ def test_kill_while_saving_keeps_the_previous_checkpoint(tmp_path):
              work(tmp_path)], env_extra=dict(OMP_NUM_THREADS='1'))
     assert torch.load(osp.join(work(tmp_path), 'iter_2.pth'),
                       weights_only=True)['meta']['iter'] == 2
+    assert [n for n in os.listdir(work(tmp_path)) if n.endswith('.part.pth')]
     del STARTS[:]
     load_tool('train').main([cfg, '--work-dir', work(tmp_path), '--resume'])
     assert STARTS == [2]
-    assert osp.isfile(osp.join(work(tmp_path), 'iter_4.pth'))
+    names = os.listdir(work(tmp_path))
+    assert 'iter_4.pth' in names and 'iter_2.pth' not in names
+    assert not [n for n in names if n.endswith('.part.pth')]  # cleaned
 
 
 def truncate(path):
@@ -126,7 +130,6 @@ def test_resume_skips_a_truncated_newest_checkpoint(tmp_path,
 
 def test_resume_without_last_checkpoint_record_finds_the_newest(
         tmp_path, two_checkpoints):
-    import os
     os.unlink(osp.join(work(tmp_path), 'last_checkpoint'))
     del STARTS[:]
     load_tool('train').main([two_checkpoints, '--work-dir', work(tmp_path),

@@ -4,6 +4,7 @@ one is complete and loadable."""
 import contextlib
 import os
 import os.path as osp
+import re
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
@@ -34,6 +35,16 @@ class SafeCheckpointHook(CheckpointHook):
     type='SafeCheckpointHook', ...))``. Checkpoints on other storage
     backends (not local files) are saved as mmengine does.
     """
+
+    def before_train(self, runner) -> None:
+        super().before_train(runner)
+        if isinstance(self.file_backend, LocalBackend) and \
+                is_main_process() and osp.isdir(self.out_dir):
+            # temporary files of a save that was killed
+            for name in os.listdir(self.out_dir):
+                if re.fullmatch(r'\..+\.pth\.[^.]+\.part\.pth', name):
+                    with contextlib.suppress(OSError):
+                        os.unlink(osp.join(self.out_dir, name))
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         if not isinstance(self.file_backend, LocalBackend):
