@@ -6,7 +6,7 @@ torch and mmcv are installed before this package (see README): torch's
 wheel depends on the platform (CPU or a CUDA version) and mmcv must match
 it, so neither is pinned here in a way that would make pip replace them.
 
-The fused CPU kernel of BCN (mmbcn/cnn/csrc) is compiled against the
+The fused CPU kernel of BCN (mmbcn/ops/csrc) is compiled against the
 installed torch: ``python setup.py build_ext --inplace`` (what
 tools/install.sh does), or ``pip install --no-build-isolation`` with a pip
 recent enough to build editable wheels itself (older pips hand the build to
@@ -45,7 +45,7 @@ def native_extension():
         # vectorize.
         flags += ['-fopenmp', '-fopenmp-simd', '-fno-math-errno']
     ext = CppExtension(
-        'mmbcn.cnn._bcn_cpu', ['mmbcn/cnn/csrc/bcn_cpu.cpp'],
+        'mmbcn.ops._bcn_cpu', ['mmbcn/ops/csrc/bcn_cpu.cpp'],
         extra_compile_args=flags,
         extra_link_args=['-fopenmp'] if '-fopenmp' in flags else [])
     return dict(ext_modules=[ext],
@@ -80,7 +80,9 @@ setup(
         'setuptools>=77.0.3,<81',
     ],
     extras_require={
-        'tests': ['pytest'],
+        # Triton: the GPU kernels, tested on CPU under TRITON_INTERPRET=1.
+        'tests': ['pytest', 'triton>=3.2; platform_system == "Linux"'],
+        'triton': ['triton>=3.2'],
         'analysis': ['scikit-learn', 'matplotlib'],
     },
     zip_safe=False,

@@ -1,5 +1,6 @@
 """BCN against the paper written plainly (tests/bcn_reference.py), through
-both implementations: the native CPU kernel and the Python formulation."""
+every backend of mmbcn.ops: the Python reference, the native CPU kernel and
+the Triton kernels (on CPU tensors under TRITON_INTERPRET=1 here)."""
 import copy
 
 import pytest
@@ -7,19 +8,21 @@ import torch
 
 from bcn_reference import (ReferenceAlgorithm1, batch_statistics,
                            randomize, reference_bcn, reference_large_batch)
-from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm, bcn_native
+from mmbcn import ops
+from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm
 
 D = torch.float64
 
 
-@pytest.fixture(autouse=True, params=['native', 'python'])
-def implementation(request):
-    """Every test runs with the native kernel on and off."""
-    if request.param == 'native' and not bcn_native.built():
-        pytest.skip(bcn_native.status())
-    previous = bcn_native.set_enabled(request.param == 'native')
+@pytest.fixture(autouse=True, params=['python', 'cpu', 'triton'])
+def backend(request):
+    """Every test runs through each backend, forced."""
+    reason = ops.BACKENDS[request.param].unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    previous = ops.set_backend(request.param)
     yield request.param
-    bcn_native.set_enabled(previous)
+    ops.set_backend(previous)
 
 
 def make(c=8, g=4, dtype=D, seed=0, **kwargs):
@@ -155,7 +158,7 @@ def test_update_rate_validation():
 
 @pytest.mark.parametrize('estimate', [False, True])
 @pytest.mark.parametrize('train', [True, False])
-def test_gradcheck(estimate, train):
+def test_gradcheck(estimate, train, backend):
     """float64 gradcheck w.r.t. the input and all four affines. In estimate
     training the rate is 0 so that perturbing x does not move the estimates
     (no gradient flows through them by design; test_algorithm1_several_steps
@@ -173,7 +176,10 @@ def test_gradcheck(estimate, train):
 
     x = rand(3, 6, 3, 2).requires_grad_()
     values = [p.detach().clone().requires_grad_() for p in params(layer)]
-    assert torch.autograd.gradcheck(fn, (x, *values))
+    # Triton's interpreter is slow: random projections of the Jacobian
+    # (fast mode) instead of all of it.
+    assert torch.autograd.gradcheck(fn, (x, *values),
+                                    fast_mode=backend == 'triton')
 
 
 def test_training_path_and_inference_path_agree():
@@ -244,7 +250,10 @@ def test_large_offset_small_spread_is_stable():
     assert (y32.double() - y64).abs().max() < 1e-2
 
 
-def test_channels_last_and_state_dict_round_trip():
+def test_channels_last_and_state_dict_round_trip(backend):
+    if backend == 'cpu':
+        pytest.skip('the cpu backend serves contiguous input (refusal '
+                    'tested in test_backends.py)')
     layer = make(dtype=torch.float32)
     x = rand(2, 8, 6, 6, dtype=torch.float32)
     y = layer(x.contiguous(memory_format=torch.channels_last))
@@ -258,7 +267,10 @@ def test_channels_last_and_state_dict_round_trip():
     }
 
 
-def test_autocast_keeps_statistics_in_float32():
+def test_autocast_keeps_statistics_in_float32(backend):
+    if backend == 'cpu':
+        pytest.skip('the cpu backend serves float32/float64 (refusal '
+                    'tested in test_backends.py)')
     layer = make(dtype=torch.float32)
     x = rand(2, 8, 6, 6, dtype=torch.float32)
     reference = layer(x)

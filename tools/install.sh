@@ -15,11 +15,11 @@ VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 STAMP="$VENV/.mmbcn-install"
-want="$(cat tools/install.sh setup.py mmbcn/cnn/csrc/* | sha256sum | cut -c1-16) $TORCH_SPEC"
+want="$(cat tools/install.sh setup.py mmbcn/ops/csrc/* | sha256sum | cut -c1-16) $TORCH_SPEC"
 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && \
-   "$VENV/bin/python" -c 'import mmbcn, mmcv.ops, mmdet, mmseg
-from mmbcn.cnn import bcn_native; assert bcn_native.built()' 2>/dev/null; then
+   "$VENV/bin/python" -c 'import mmbcn, mmcv.ops, mmdet, mmseg, triton
+from mmbcn.ops import cpu_backend; assert cpu_backend.unavailable() is None' 2>/dev/null; then
   echo "mmbcn: environment $VENV is up to date"
   exit 0
 fi
@@ -49,9 +49,12 @@ step 5 "mmbcn: native BCN kernel compiled in place (~1 min), then editable with 
 # this setup.py-only project through 'setup.py develop', which setuptools 80
 # hands back to pip with build isolation, where torch is missing.
 "$VENV/bin/python" setup.py -q build_ext --inplace
+# The tests extra brings Triton (a 290 MB wheel): the tests run BCN's GPU
+# kernels on CPU tensors under TRITON_INTERPRET=1.
 MMBCN_WITH_NATIVE=0 pip install --no-build-isolation -e ".[tests,analysis]"
 "$VENV/bin/python" -c 'import mmbcn, mmcv.ops, mmdet, mmseg
-from mmbcn.cnn import bcn_native
-assert bcn_native.built(), bcn_native.status()
-print("mmbcn", mmbcn.__version__, "ready; BCN on CPU:", bcn_native.status())'
+import torch
+from mmbcn.ops import cpu_backend, describe
+assert cpu_backend.unavailable() is None, cpu_backend.unavailable()
+print("mmbcn", mmbcn.__version__, "ready; BCN on CPU:", describe(torch.ones(1, 1, 2)))'
 echo "$want" > "$STAMP"

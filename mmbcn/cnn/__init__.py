@@ -1,6 +1,6 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
+from ..ops.moment_affine import bcn_coefficients, channel_moments
 from .bcn import BatchChannelNorm, SyncBatchChannelNorm
-from .bcn_functional import bcn_coefficients, channel_moments
 from .ws_conv import WSConv2d, standardize_weight
 
 __all__ = [

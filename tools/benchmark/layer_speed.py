@@ -3,27 +3,32 @@
 run.
 
     python tools/benchmark/layer_speed.py [--batch 1 16] [--image-size 224 [W]]
-        [--stages 1 2 3 4] [--repeat 7] [--min-time 0.05] [--threads N]
-        [--device cpu|cuda] [--no-memory] [--out-dir DIR]
+        [--stages 1 2 3 4] [--dtype float32 [bfloat16 ...]] [--repeat 7]
+        [--min-time 0.05] [--threads N] [--device cpu|cuda] [--no-memory]
+        [--out-dir DIR]
 
-For the output shapes of ResNet-50's four stages (C x H/s x W/s for an
-``--image-size`` H [W] input; 224: ImageNet, ``800 1344``: a COCO image as
-the paper's detectors see it) and each batch size, in training mode,
-float32:
+Needs torch alone (and Triton for its backend): it runs on a GPU machine
+without OpenMMLab. For the output shapes of ResNet-50's four stages
+(C x H/s x W/s for an ``--image-size`` H [W] input; 224: ImageNet,
+``800 1344``: a COCO image as the paper's detectors see it), each batch
+size and each ``--dtype``, in training mode:
 
 * ``GN`` nn.GroupNorm(32, C), ``BN`` nn.BatchNorm2d(C);
 * ``BCN`` / ``BCN-est``: mmbcn's BCN, large-batch / micro-batch
-  (Algorithm 1, ``estimate=True``), as it runs by default (on CPU: the
-  native kernel, see ``mmbcn.cnn.bcn_native``);
-* ``BCN-py`` / ``BCN-est-py``: the same with the native kernel turned off
-  (the Python formulation);
+  (Algorithm 1, ``estimate=True``), on the backend ``auto`` picks;
+* ``BCN-<backend>`` / ``BCN-est-<backend>``: the same forced onto each
+  backend that serves the device (``py``: the Python reference; ``cpu``:
+  the native CPU kernel; ``triton``);
 * ``plain`` / ``plain-est``: BCN composed as the paper writes it (Eq. 16):
   BatchNorm2d (or the batch step with Algorithm 1's estimates), then group
   normalization and the per-group affine.
 
 Columns: forward (training mode, graph recorded), forward+backward
 (gradients of input and parameters), inference (eval mode, no graph), in
-ms; ratios to GN from the same round, median over ``--repeat`` rounds in
+ms; ``GB/s``: the forward+backward's minimal traffic (x and y forward; x,
+dy and dx backward: five tensors of x's size) over its time, and its
+fraction of the device-to-device copy bandwidth measured in the same run;
+ratios to GN from the same round, median over ``--repeat`` rounds in
 which the variants run interleaved, in rotating order, after a warm-up;
 ``saved``: bytes autograd keeps for the backward pass (tensors packed by
 ``saved_tensors_hooks``, counted once per storage, the input included);
@@ -61,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmbcn.cnn import BatchChannelNorm, bcn_native
+from mmbcn.ops import BACKENDS, BatchChannelNorm, describe, set_backend
 
 GROUPS = 32
 UPDATE_RATE = 0.01
@@ -114,29 +119,59 @@ class PlainBCN(nn.Module):
         return y.view_as(x)
 
 
-class PythonBCN(BatchChannelNorm):
-    """mmbcn's BCN with the native kernel turned off during its calls."""
+class BackendBCN(BatchChannelNorm):
+    """mmbcn's BCN forced onto one backend during its calls."""
+
+    def __init__(self, *args, backend: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.backend = backend
 
     def forward(self, x: Tensor) -> Tensor:
-        previous = bcn_native.set_enabled(False)
+        previous = set_backend(self.backend)
         try:
             return super().forward(x)
         finally:
-            bcn_native.set_enabled(previous)
+            set_backend(previous)
 
 
+SHORT = {'python': 'py', 'cpu': 'cpu', 'triton': 'triton'}
 VARIANTS: Dict[str, Callable[[int], nn.Module]] = {
     'GN': lambda c: nn.GroupNorm(GROUPS, c),
     'BN': lambda c: nn.BatchNorm2d(c),
     'BCN': lambda c: BatchChannelNorm(c, GROUPS),
     'BCN-est': lambda c: BatchChannelNorm(
         c, GROUPS, estimate=True, update_rate=UPDATE_RATE),
-    'BCN-py': lambda c: PythonBCN(c, GROUPS),
-    'BCN-est-py': lambda c: PythonBCN(
-        c, GROUPS, estimate=True, update_rate=UPDATE_RATE),
     'plain': lambda c: PlainBCN(c),
     'plain-est': lambda c: PlainBCN(c, estimate=True),
 }
+for _name, _short in SHORT.items():
+    VARIANTS[f'BCN-{_short}'] = (
+        lambda c, b=_name: BackendBCN(c, GROUPS, backend=b))
+    VARIANTS[f'BCN-est-{_short}'] = (lambda c, b=_name: BackendBCN(
+        c, GROUPS, estimate=True, update_rate=UPDATE_RATE, backend=b))
+
+
+def default_variants(device: torch.device) -> List[str]:
+    """GN, BN, BCN as ``auto`` runs it, BCN on each backend that serves
+    ``device`` here, and the paper's composition."""
+    names = ['GN', 'BN', 'BCN', 'BCN-est']
+    for name, short in SHORT.items():
+        backend = BACKENDS[name]
+        if device.type in backend.devices and backend.refusal(
+                _probe(device)) is None:
+            names += [f'BCN-{short}', f'BCN-est-{short}']
+    return names + ['plain', 'plain-est']
+
+
+def _probe(device: torch.device):
+    from mmbcn.ops.call import BCNCall
+    x = torch.ones(2, GROUPS, 2, 2, device=device)
+    one = torch.ones(GROUPS, device=device)
+    return BCNCall(x, one * 0, one, torch.zeros((), dtype=torch.long,
+                                                device=device), one,
+                   one * 0, one, one * 0, GROUPS, 'batch', 0.1, 1e-5)
+
+
 BASELINE = 'GN'
 
 
@@ -257,17 +292,31 @@ def peak_memory(device: torch.device):
 # ------------------------------------------------------------ the layers
 
 def make_case(variant: str, shape: Sequence[int], device: torch.device,
-              seed: int = 0):
+              seed: int = 0, dtype: torch.dtype = torch.float32):
     """(module, x, dy, inputs to differentiate) for one variant/shape."""
     gen = torch.Generator().manual_seed(seed)
-    module = VARIANTS[variant](shape[1]).to(device).train()
-    x = torch.randn(*shape, generator=gen).to(device).requires_grad_()
-    dy = torch.randn(*shape, generator=gen).to(device)
+    module = VARIANTS[variant](shape[1]).to(device, dtype).train()
+    x = torch.randn(*shape, generator=gen).to(device,
+                                              dtype).requires_grad_()
+    dy = torch.randn(*shape, generator=gen).to(device, dtype)
     return module, x, dy, [x] + list(module.parameters())
 
 
-def layer_ops(variant: str, shape: Sequence[int], device: torch.device):
-    module, x, dy, inputs = make_case(variant, shape, device)
+def copy_bandwidth(device: torch.device, dtype: torch.dtype,
+                   repeat: int, nbytes: int = 256 * 2**20) -> float:
+    """Device-to-device copy bandwidth in bytes/s (read + write) of a
+    ``nbytes`` tensor, the best of ``repeat`` rounds."""
+    src = torch.ones(nbytes // torch.finfo(dtype).bits * 8, dtype=dtype,
+                     device=device)
+    dst = torch.empty_like(src)
+    fn = lambda: dst.copy_(src)  # noqa: E731
+    times = interleaved({'copy': fn}, device, max(1, repeat), 0.05)['copy']
+    return 2 * nbytes / min(times)
+
+
+def layer_ops(variant: str, shape: Sequence[int], device: torch.device,
+              dtype: torch.dtype = torch.float32):
+    module, x, dy, inputs = make_case(variant, shape, device, dtype=dtype)
 
     def forward():
         module(x)
@@ -285,16 +334,19 @@ def layer_ops(variant: str, shape: Sequence[int], device: torch.device):
 
 
 def saved_for_backward(variant: str, shape: Sequence[int],
-                       device: torch.device) -> int:
-    module, x, _, _ = make_case(variant, shape, device)
+                       device: torch.device,
+                       dtype: torch.dtype = torch.float32) -> int:
+    module, x, _, _ = make_case(variant, shape, device, dtype=dtype)
     with saved_bytes_counter() as saved:
         module(x)
     return saved['bytes']
 
 
 def peak_forward_backward(variant: str, shape: Sequence[int],
-                          device: torch.device) -> Optional[int]:
-    module, x, dy, inputs = make_case(variant, shape, device)
+                          device: torch.device,
+                          dtype: torch.dtype = torch.float32
+                          ) -> Optional[int]:
+    module, x, dy, inputs = make_case(variant, shape, device, dtype=dtype)
     torch.autograd.grad(module(x), inputs, dy)  # warm-up
     with peak_memory(device) as peak:
         grads = torch.autograd.grad(module(x), inputs, dy)
@@ -354,7 +406,7 @@ def environment(device: torch.device, argv: Sequence[str]) -> dict:
         cpu_count=os.cpu_count(),
         cpu=cpu,
         device=str(device),
-        bcn_implementation=bcn_native.status(),
+        bcn_backend=describe(torch.ones(1, GROUPS, 2, device=device)),
         malloc_env={k: os.environ[k]
                     for k in TIMING_MALLOC_ENV if k in os.environ},
         load_average=list(os.getloadavg()) if hasattr(os, 'getloadavg')
@@ -395,8 +447,11 @@ def parse_args(argv=None):
                         help='ResNet-50 stages whose output shapes to use')
     parser.add_argument('--image-size', type=int, nargs='+', default=[224],
                         help='input H [W] whose stage shapes to use')
-    parser.add_argument('--variants', nargs='+', default=list(VARIANTS),
-                        choices=list(VARIANTS))
+    parser.add_argument('--variants', nargs='+', choices=list(VARIANTS),
+                        help='default: those that run on --device here')
+    parser.add_argument('--dtype', nargs='+', default=['float32'],
+                        choices=['float32', 'bfloat16', 'float16',
+                                 'float64'])
     parser.add_argument('--repeat', type=int, default=7,
                         help='interleaved rounds (the median is reported)')
     parser.add_argument('--min-time', type=float, default=0.05,
@@ -421,7 +476,8 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    variants = [BASELINE] + [v for v in args.variants if v != BASELINE]
+    variants = args.variants or default_variants(device)
+    variants = [BASELINE] + [v for v in variants if v != BASELINE]
     shapes = []
     for n in args.batch:
         for stage in args.stages:
@@ -429,13 +485,18 @@ def main(argv=None) -> dict:
             height, width = (args.image_size * 2)[:2]
             shapes.append((n, channels, max(1, height // stride),
                            max(1, width // stride)))
+    dtypes = [getattr(torch, d) for d in args.dtype]
     env = environment(device, [sys.argv[0]] + list(
         sys.argv[1:] if argv is None else argv))
+    env['copy_gb_s'] = {
+        str(d).replace('torch.', ''): copy_bandwidth(device, d, args.repeat)
+        / 1e9 for d in dtypes}
     print(f'torch {env["torch"]}, {env["threads"]} threads, {env["device"]}'
-          f', load average {env["load_average"]}', flush=True)
+          f', load average {env["load_average"]}, copy GB/s '
+          f'{env["copy_gb_s"]}', flush=True)
 
     peaks = {}
-    if not args.no_memory:
+    if not args.no_memory and dtypes == [torch.float32]:
         cases = [(v, list(s)) for s in shapes for v in variants]
         if device.type == 'cpu':
             peaks = peaks_in_subprocess(cases, torch.get_num_threads())
@@ -444,64 +505,91 @@ def main(argv=None) -> dict:
                      for v, s in cases}
 
     results = []
-    for shape in shapes:
-        ops = {}
-        for v in variants:
-            for op, fn in layer_ops(v, shape, device).items():
-                ops[(v, op)] = fn
-        times = interleaved(ops, device, args.repeat, args.min_time)
-        for v in variants:
-            row = dict(variant=v, shape=list(shape))
-            for op in ('fwd', 'fwd_bwd', 'infer'):
-                row[f'{op}_ms'] = statistics.median(times[(v, op)]) * 1e3
-                row[f'{op}_ratio'] = paired_ratio(times[(v, op)],
-                                                  times[(BASELINE, op)])
-            row['saved_mib'] = saved_for_backward(v, shape, device) / 2**20
-            peak = peaks.get((v, tuple(shape)))
-            row['peak_mib'] = None if peak is None else peak / 2**20
-            results.append(row)
-        base = next(r for r in results
-                    if r['variant'] == BASELINE and r['shape'] == list(shape))
-        for r in results:
-            if r['shape'] == list(shape):
-                r['saved_ratio'] = r['saved_mib'] / base['saved_mib']
-                r['peak_ratio'] = (None if r['peak_mib'] is None
-                                   or not base['peak_mib'] else
-                                   r['peak_mib'] / base['peak_mib'])
-        print(f'done {shape}', flush=True)
+    for dtype in dtypes:
+        dname = str(dtype).replace('torch.', '')
+        copy_rate = env['copy_gb_s'][dname]
+        for shape in shapes:
+            results += measure_shape(variants, shape, device, dtype, args,
+                                      peaks, copy_rate)
+            print(f'done {dname} {shape}', flush=True)
 
     env['load_average_after'] = list(os.getloadavg()) if hasattr(
         os, 'getloadavg') else None
     summary = {}
-    for v in ('BCN', 'BCN-est'):
-        ratios = [r['fwd_bwd_ratio'] for r in results if r['variant'] == v]
-        if ratios:
-            summary[f'{v} fwd+bwd / GN, worst shape'] = max(ratios)
-            summary[f'{v} fwd+bwd / GN, median shape'] = statistics.median(
-                ratios)
+    for v in variants:
+        if not v.startswith('BCN'):
+            continue
+        for dtype in args.dtype:
+            rows = [r for r in results
+                    if r['variant'] == v and r['dtype'] == dtype]
+            if rows:
+                ratios = [r['fwd_bwd_ratio'] for r in rows]
+                summary[f'{v} {dtype} fwd+bwd / GN, worst shape'] = max(
+                    ratios)
+                summary[f'{v} {dtype} fwd+bwd / GN, median shape'] = \
+                    statistics.median(ratios)
     data = dict(environment=env, results=results, summary=summary,
-                target='BCN forward+backward <= 1.2x nn.GroupNorm')
+                target='BCN forward+backward <= 1.1x nn.GroupNorm (GPU), '
+                'no regression on CPU')
 
-    header = ['N x C x H x W', 'variant', 'fwd ms', 'fwd+bwd ms', 'infer ms',
-              'fwd / GN', 'fwd+bwd / GN', 'infer / GN', 'saved MiB',
-              'saved / GN', 'peak MiB', 'peak / GN']
-    rows = [['x'.join(map(str, r['shape'])), r['variant'],
+    header = ['N x C x H x W', 'dtype', 'variant', 'fwd ms', 'fwd+bwd ms',
+              'infer ms', 'fwd / GN', 'fwd+bwd / GN', 'infer / GN',
+              'fwd+bwd GB/s', 'of copy', 'saved MiB', 'saved / GN',
+              'peak MiB', 'peak / GN']
+    rows = [['x'.join(map(str, r['shape'])), r['dtype'], r['variant'],
              fmt(r['fwd_ms']), fmt(r['fwd_bwd_ms']), fmt(r['infer_ms']),
              fmt(r['fwd_ratio']), fmt(r['fwd_bwd_ratio']),
-             fmt(r['infer_ratio']), fmt(r['saved_mib'], 1),
+             fmt(r['infer_ratio']), fmt(r['fwd_bwd_gb_s'], 1),
+             fmt(r['fwd_bwd_of_copy']), fmt(r['saved_mib'], 1),
              fmt(r['saved_ratio']), fmt(r['peak_mib'], 1),
              fmt(r['peak_ratio'])] for r in results]
     text = '\n'.join([
-        f'Layer level, {env["device"]}, float32, training mode, '
-        f'{env["threads"]} threads, torch {env["torch"]}, BCN: '
-        f'{env["bcn_implementation"]}; ratios: median '
+        f'Layer level, {env["device"]}, training mode, '
+        f'{env["threads"]} threads, torch {env["torch"]}, BCN (auto): '
+        f'{env["bcn_backend"]}; ratios: median '
         f'over {args.repeat} interleaved rounds of the same-round ratio to '
-        'nn.GroupNorm.', '', markdown_table(header, rows), '',
+        'nn.GroupNorm; copy bandwidth (GB/s): '
+        + ', '.join(f'{k} {v:.0f}' for k, v in env['copy_gb_s'].items()) +
+        '.', '', markdown_table(header, rows), '',
         '\n'.join(f'- {k}: {v:.2f}' for k, v in summary.items()),
         f'\n`{env["command"]}`'
     ])
     write_outputs(args.out_dir, 'layer_speed', data, text)
     return data
+
+
+def measure_shape(variants: Sequence[str], shape: Sequence[int],
+                  device: torch.device, dtype: torch.dtype, args,
+                  peaks: dict, copy_rate: float) -> List[dict]:
+    """One row per variant for one shape and dtype."""
+    ops = {}
+    for v in variants:
+        for op, fn in layer_ops(v, shape, device, dtype).items():
+            ops[(v, op)] = fn
+    times = interleaved(ops, device, args.repeat, args.min_time)
+    traffic = 5 * math.prod(shape) * torch.finfo(dtype).bits / 8
+    rows = []
+    for v in variants:
+        row = dict(variant=v, shape=list(shape),
+                   dtype=str(dtype).replace('torch.', ''))
+        for op in ('fwd', 'fwd_bwd', 'infer'):
+            row[f'{op}_ms'] = statistics.median(times[(v, op)]) * 1e3
+            row[f'{op}_ratio'] = paired_ratio(times[(v, op)],
+                                              times[(BASELINE, op)])
+        row['fwd_bwd_gb_s'] = traffic / row['fwd_bwd_ms'] / 1e6
+        row['fwd_bwd_of_copy'] = row['fwd_bwd_gb_s'] / copy_rate
+        row['saved_mib'] = saved_for_backward(v, shape, device,
+                                              dtype) / 2**20
+        peak = peaks.get((v, tuple(shape)))
+        row['peak_mib'] = None if peak is None else peak / 2**20
+        rows.append(row)
+    base = rows[0]
+    for r in rows:
+        r['saved_ratio'] = r['saved_mib'] / base['saved_mib']
+        r['peak_ratio'] = (None if r['peak_mib'] is None
+                           or not base['peak_mib'] else
+                           r['peak_mib'] / base['peak_mib'])
+    return rows
 
 
 def reexec_with_timing_allocator() -> None:

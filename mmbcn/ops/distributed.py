@@ -63,3 +63,29 @@ def local_count(x: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     """Number of elements per channel in ``x`` (N, C, *), as a tensor."""
     return torch.tensor(float(x.numel() // max(x.shape[1], 1)),
                         dtype=dtype or torch.float32, device=x.device)
+
+
+def check_same_layer(layer_id: int, channels: int, group=None) -> None:
+    """Raise unless every process of ``group`` reaches this call from the
+    same BCN layer: ``layer_id`` (construction order) and ``channels``
+    summed with their squares are equal on all processes only if each
+    process contributed the same values. Run once per layer, at its first
+    synchronization: statistics of different layers are never mixed, and
+    a process that skips a layer fails here instead of hanging in a
+    later collective of another shape."""
+    values = torch.tensor([layer_id, layer_id * layer_id, channels,
+                           channels * channels], dtype=torch.float64)
+    if dist.get_backend(group) == 'nccl':
+        values = values.cuda()
+    dist.all_reduce(values, group=group)
+    world = dist.get_world_size(group)
+    ids, id_sq, ch, ch_sq = values.tolist()
+    if world * id_sq != ids * ids or world * ch_sq != ch * ch:
+        raise RuntimeError(
+            'BCN: processes reached their statistics synchronization from '
+            f'different layers (this process: layer #{layer_id} with '
+            f'{channels} channels). Every process must run the same BCN '
+            'layers in the same order (same model, same branches taken), as '
+            'with SyncBatchNorm; a layer skipped on one process (e.g. a '
+            'head without samples) must still be called with an empty '
+            'batch')

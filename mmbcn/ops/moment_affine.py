@@ -1,5 +1,5 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
-r"""The mathematics of Batch-Channel Normalization (BCN), free of module state.
+r"""The mathematics of Batch-Channel Normalization (BCN) as ``A * x + B``.
 
 Equation numbers refer to Qiao et al., "Rethinking Normalization and
 Elimination Singularity in Neural Networks" (Sec. 3).
@@ -31,11 +31,9 @@ and ``dy`` in one pass. ``torch.var_mean`` and broadcasting ``addcmul``
 compute the same numbers several times slower there. Other devices,
 dtypes and layouts use those generic operations.
 
-On CPU, :class:`~mmbcn.cnn.BatchChannelNorm` normally runs the native
-kernel of :mod:`.bcn_native` instead, which computes these formulas in C++
-(forward and backward); this module is the reference it is tested against
-and the path for CUDA, other dtypes and layouts, and synchronized
-statistics.
+This module is the ``python`` backend's mathematics (see
+:mod:`.python_backend`), the reference the ``cpu`` and ``triton`` backends
+are tested against, and the path for synchronized statistics.
 """
 import math
 from typing import Callable, Optional, Sequence, Tuple

@@ -1,23 +1,36 @@
-"""The native CPU kernel of BCN (mmbcn/cnn/csrc/bcn_cpu.cpp): when it runs,
-and that it gives the Python formulation's numbers in every mode, shape,
-dtype and thread count. test_bcn.py runs the paper checks through both."""
+"""The ``cpu`` backend, BCN's native CPU kernel (mmbcn/ops/csrc/bcn_cpu.cpp):
+it gives the Python reference's numbers in every mode, shape, dtype and
+thread count, and it is a real operator (torch.ops.mmbcn.*) for tracing,
+meta tensors and torch.compile. test_bcn.py runs the paper checks through
+every backend."""
+import contextlib
 import copy
 
 import pytest
 import torch
 
 from bcn_reference import randomize, reference_bcn
-from mmbcn.cnn import BatchChannelNorm, bcn_native
+from mmbcn import ops
+from mmbcn.cnn import BatchChannelNorm
 
-pytestmark = pytest.mark.skipif(not bcn_native.built(),
-                                reason=bcn_native.status())
+pytestmark = pytest.mark.skipif(
+    ops.BACKENDS['cpu'].unavailable() is not None,
+    reason=str(ops.BACKENDS['cpu'].unavailable()))
 
 
-@pytest.fixture
-def python_only():
-    previous = bcn_native.set_enabled(False)
-    yield
-    bcn_native.set_enabled(previous)
+@contextlib.contextmanager
+def backend(name):
+    previous = ops.set_backend(name)
+    try:
+        yield
+    finally:
+        ops.set_backend(previous)
+
+
+@pytest.fixture(autouse=True)
+def cpu_backend():
+    with backend('cpu'):
+        yield
 
 
 def layer(c=8, g=4, dtype=torch.float64, seed=0, **kwargs):
@@ -42,31 +55,9 @@ def run(module, x, dy, steps=3):
 
 def both(module, x, dy, steps=3):
     native = run(copy.deepcopy(module), x, dy, steps)
-    previous = bcn_native.set_enabled(False)
-    try:
+    with backend('python'):
         python = run(copy.deepcopy(module), x, dy, steps)
-    finally:
-        bcn_native.set_enabled(previous)
     return native, python
-
-
-def test_status_and_dispatch():
-    assert bcn_native.enabled()
-    assert 'native' in bcn_native.status()
-    m = layer(dtype=torch.float32)
-    x = rand(2, 8, 4, 4, dtype=torch.float32)
-    assert bcn_native.applies(x, m)
-    assert not bcn_native.applies(
-        x.contiguous(memory_format=torch.channels_last), m)
-    assert not bcn_native.applies(x.bfloat16(), m)
-    assert not bcn_native.applies(x.double(), m)  # module in float32
-    assert not bcn_native.applies(x[:0], m)
-
-
-def test_turned_off(python_only):
-    m = layer(dtype=torch.float32)
-    assert not bcn_native.applies(rand(2, 8, 4, dtype=torch.float32), m)
-    assert 'turned off' in bcn_native.status()
 
 
 @pytest.mark.parametrize('mode', ['batch', 'cumulative', 'estimate', 'eval'])
@@ -157,15 +148,12 @@ def test_partial_gradients_and_non_contiguous_grad():
     dy = rand(1, 8, 1, 5).expand_as(y)  # stride-0 gradient
     y.backward(dy)
     assert m.batch_weight.grad is None and m.weight.grad is None
-    previous = bcn_native.set_enabled(False)
-    try:
+    with backend('python'):
         reference = layer()
         for p in (reference.batch_weight, reference.weight):
             p.requires_grad_(False)
         x2 = x.detach().clone().requires_grad_()
         reference(x2).backward(dy)
-    finally:
-        bcn_native.set_enabled(previous)
     torch.testing.assert_close(x.grad, x2.grad)
     torch.testing.assert_close(m.bias.grad, reference.bias.grad)
     torch.testing.assert_close(m.batch_bias.grad, reference.batch_bias.grad)
@@ -183,13 +171,13 @@ def test_only_input_saved_for_backward():
     assert sum(t.numel() for t in saved) == x.numel()
 
 
-@pytest.mark.parametrize('native', [True, False])
-def test_second_derivative_raises_only_when_taken(native):
+@pytest.mark.parametrize('name', ['cpu', 'python', 'triton'])
+def test_second_derivative_raises_only_when_taken(name):
     """create_graph=True works (gradient penalties that never differentiate
-    BCN twice); differentiating the gradient raises, in both
-    implementations."""
-    previous = bcn_native.set_enabled(native)
-    try:
+    BCN twice); differentiating the gradient raises, in every backend."""
+    if ops.BACKENDS[name].unavailable():
+        pytest.skip(ops.BACKENDS[name].unavailable())
+    with backend(name):
         m = layer()
         x = rand(2, 8, 3, 3).requires_grad_()
         (gx, ) = torch.autograd.grad(m(x).pow(2).sum(), x,
@@ -199,5 +187,52 @@ def test_second_derivative_raises_only_when_taken(native):
         with pytest.raises(RuntimeError, match='differentiate twice|'
                            'no second derivative'):
             gx.sum().backward()
-    finally:
-        bcn_native.set_enabled(previous)
+
+
+def test_overflow_gives_nan_as_group_norm():
+    """|x| past sqrt(float32 max): the group's output is NaN (as
+    nn.GroupNorm's), not a finite constant."""
+    m = layer(8, 4, dtype=torch.float32).eval()
+    x = rand(2, 8, 4, 4, dtype=torch.float32)
+    x[0, 0] *= 1e20
+    y = m(x)
+    gn = torch.nn.GroupNorm(4, 8)(x)
+    assert not torch.isfinite(gn[0, :2]).all()
+    assert torch.isnan(y[0, :2]).all()  # group 0 of sample 0
+    assert torch.isfinite(y[0, 2:]).all() and torch.isfinite(y[1]).all()
+
+
+# ------------------------------------------------------------ a real op
+
+@pytest.mark.parametrize('train', [False, True])
+def test_jit_trace_records_the_operator(train):
+    m = layer(8, 4, dtype=torch.float32, estimate=True,
+              update_rate=0.0 if train else None).train(train)
+    x = rand(2, 8, 5, 5, dtype=torch.float32)
+    traced = torch.jit.trace(m, x, check_trace=False)
+    assert 'mmbcn::bcn_cpu_forward' in str(traced.graph)
+    other = rand(3, 8, 5, 5, dtype=torch.float32, seed=7) * 2 + 1
+    torch.testing.assert_close(traced(other), m(other))
+
+
+def test_meta_tensors_and_compile():
+    m = layer(8, 4, dtype=torch.float32)
+    with torch.device('meta'):
+        x = torch.empty(2, 8, 5, 5)
+        params = [torch.empty(8), torch.empty(8), torch.empty(4),
+                  torch.empty(4)]
+        y, new_mean, new_var, stats = torch.ops.mmbcn.bcn_cpu_forward(
+            x, *params, torch.empty(8), torch.empty(8), 4, 1e-5, 1, 0.1)
+    assert y.shape == x.shape and y.device.type == 'meta'
+    assert new_mean.shape == (8, ) and stats.dtype == torch.float64
+    x = rand(2, 8, 5, 5, dtype=torch.float32).requires_grad_()
+    compiled = torch.compile(copy.deepcopy(m), backend='aot_eager',
+                             fullgraph=True)
+    y = compiled(x)
+    (gx, ) = torch.autograd.grad(y.pow(2).sum(), x)
+    reference = copy.deepcopy(m)
+    x2 = x.detach().clone().requires_grad_()
+    y2 = reference(x2)
+    (gx2, ) = torch.autograd.grad(y2.pow(2).sum(), x2)
+    torch.testing.assert_close(y, y2)
+    torch.testing.assert_close(gx, gx2)

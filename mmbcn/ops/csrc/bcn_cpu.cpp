@@ -1,10 +1,14 @@
 // Copyright (c) mmbcn contributors. All rights reserved.
 //
-// Batch-Channel Normalization on CPU as one native autograd function.
+// Batch-Channel Normalization on CPU: the `cpu` backend of
+// mmbcn.ops.batch_channel_norm, registered as the operators
+// mmbcn::bcn_cpu_forward and mmbcn::bcn_cpu_backward (TORCH_LIBRARY), so
+// tracing, meta tensors and torch.compile see it; mmbcn/ops/cpu_backend.py
+// registers their autograd formula and shapes.
 //
 // Equation numbers refer to Qiao et al., "Rethinking Normalization and
-// Elimination Singularity in Neural Networks" (Sec. 3); the Python
-// formulation is mmbcn/cnn/bcn_functional.py. This file computes the same
+// Elimination Singularity in Neural Networks" (Sec. 3); the reference
+// formulation is mmbcn/ops/moment_affine.py. This file computes the same
 // numbers in four full-size passes, as nn.GroupNorm does:
 //
 //   forward:  per-(n, c) moments of x; y = A[n, c] * (x - m[n, c]) + C[n, c]
@@ -15,30 +19,33 @@
 // moments take one pass about the row's first element, and a second about
 // the mean where that one would lose precision; the output and the gradient
 // are computed from x - m. A large mean and a small spread therefore lose
-// nothing to cancellation.
+// nothing to cancellation. A row whose moments overflow (|x| beyond the
+// square root of the dtype's largest value) gets NaN moments, so its group
+// turns NaN as in nn.GroupNorm instead of a finite, wrong output.
 //
+// The operators are functional: the statistics buffers come in and their
+// new values go out (new_mean, new_var); the caller copies them back.
 // Statistics of the batch step (Eq. 13), by `mode`:
 //   kFixed    - running_mean / running_var as they are (evaluation);
 //   kBatch    - the batch's own, differentiable (Eq. 13-14), and the
-//               running averages move by `factor` (momentum; negative:
-//               cumulative average over num_batches_tracked);
+//               running averages move by `factor` (the momentum, or
+//               1 / num_batches_tracked for the cumulative average);
 //   kEstimate - Algorithm 1: the estimates move by the rate `factor`
 //               towards the batch (lines 1-4), then normalize (line 5);
 //               no gradient flows into them.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
-#include <torch/csrc/autograd/functions/basic_ops.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <tuple>
 #include <vector>
 
 namespace {
 
 using at::Tensor;
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
 
 enum Mode : int64_t { kFixed = 0, kBatch = 1, kEstimate = 2 };
 
@@ -98,6 +105,10 @@ void row_moments(const T* x, int64_t length, double inv_length, double* mean,
   }
   *mean = static_cast<double>(shift) + offset;
   *var = std::max(0.0, spread * inv_length);
+  if (!std::isfinite(spread)) {
+    // Overflow: propagate it as NaN, as nn.GroupNorm's E[x^2] - E[x]^2 does.
+    *mean = *var = std::numeric_limits<double>::quiet_NaN();
+  }
 }
 
 // Sums of dy * (x - shift) and of dy over one row.
@@ -182,7 +193,7 @@ void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
                     st.var + i);
       }
     };
-    auto channel_step = [&]() {
+    auto batch_step = [&]() {
       // The batch step's statistics (Eq. 13): mu_hat into batch_mean, and
       // sigma_hat^2 into inv_std until it is inverted below.
       T* rm_g = rm + j0;
@@ -267,7 +278,7 @@ void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
     if (mode == kFixed) {
       // Fixed statistics: one sample's rows at a time, still in cache for
       // the second pass.
-      channel_step();
+      batch_step();
       for (int64_t b = 0; b < n; ++b) {
         moments(b);
         group_step(b);
@@ -276,7 +287,7 @@ void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
       // Batch statistics need every sample's moments first; the second
       // pass runs backwards so the rows read last are reused first.
       for (int64_t b = 0; b < n; ++b) moments(b);
-      channel_step();
+      batch_step();
       for (int64_t b = n - 1; b >= 0; --b) group_step(b);
     }
   }
@@ -285,23 +296,16 @@ void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
 template <typename T>
 Tensor forward_impl(const Tensor& x, const Tensor& batch_weight,
                     const Tensor& batch_bias, const Tensor& weight,
-                    const Tensor& bias, Tensor& running_mean,
-                    Tensor& running_var, Tensor& num_batches_tracked,
+                    const Tensor& bias, Tensor& new_mean, Tensor& new_var,
                     int64_t groups, double eps, int64_t mode, double factor,
                     Tensor& stats_tensor) {
   const Shape sh(x, groups);
   stats_tensor = at::empty({Stats::size(sh.n, sh.c, groups)},
                            x.options().dtype(at::kDouble));
   const Stats st(stats_tensor, sh.n, sh.c, groups);
-  double unbias = 1.0;
-  if (mode == kBatch) {
-    // BatchNorm's running averages: momentum, or the cumulative average.
-    int64_t* tracked = num_batches_tracked.data_ptr<int64_t>();
-    *tracked += 1;
-    if (factor < 0) factor = 1.0 / *tracked;
-    const double count = static_cast<double>(sh.n) * sh.length;
-    unbias = count / std::max(1.0, count - 1);
-  }
+  // BatchNorm's running variance is the unbiased one.
+  const double count = static_cast<double>(sh.n) * sh.length;
+  const double unbias = mode == kBatch ? count / std::max(1.0, count - 1) : 1.0;
   Tensor y = at::empty_like(x);
   const T* xp = x.const_data_ptr<T>();
   T* yp = y.data_ptr<T>();
@@ -309,8 +313,8 @@ Tensor forward_impl(const Tensor& x, const Tensor& batch_weight,
   const T* bb = batch_bias.const_data_ptr<T>();
   const T* gw = weight.const_data_ptr<T>();
   const T* gb = bias.const_data_ptr<T>();
-  T* rm = running_mean.data_ptr<T>();
-  T* rv = running_var.data_ptr<T>();
+  T* rm = new_mean.data_ptr<T>();
+  T* rv = new_var.data_ptr<T>();
   at::parallel_for(0, groups, sh.group_grain(), [&](int64_t lo, int64_t hi) {
     forward_groups(sh, st, xp, yp, bw, bb, gw, gb, rm, rv, mode, factor,
                    unbias, eps, lo, hi);
@@ -318,19 +322,6 @@ Tensor forward_impl(const Tensor& x, const Tensor& batch_weight,
   return y;
 }
 
-// Backward pass for the channel groups [g_lo, g_hi): the chain rule
-// through the O(N*C) part, written out, for each group g:
-//   P, S   = sum dy * (x - m_T), sum dy             per (n, c)
-//   ds     = sum_c a P + (a (m_T - m) + dev) S      per (n, g)
-//   d bias = sum S;  d weight = sum_n ds * r
-//   dgv    = -ds * s * r^2 / 2;  dgm = -s * sum_c S
-//   dmd    = (dgm + 2 dgv dev) / K,  dvd = dgv / K  (x_dot moments)
-//   dm     = a dmd,                 dv = a^2 dvd
-//   da     = sum_n s P + s (m_T - M) S + dmd (m - M) + 2 a v dvd
-//   db     = sum_n s S + dmd;  d batch_bias = db;  d batch_weight = da inv_std
-//   kBatch: dM = -a db, dV = -da a inv_std^2 / 2 spread over the batch:
-//           dm += dM / N + 2 dV (m - M) / N,  dv += dV / N
-//   dx     = A dy + p (x - m_T) + dm / L + p (m_T - m),  p = 2 dv / L
 template <typename T>
 void backward_groups(const Shape& sh, const Stats& st, const T* xp,
                      const T* dyp, T* dxp, int64_t mode, double* da,
@@ -414,19 +405,21 @@ void backward_groups(const Shape& sh, const Stats& st, const T* xp,
 
 // Gradients of x, batch_weight, batch_bias, weight, bias (undefined where
 // not wanted).
+// Gradients of x, batch_weight, batch_bias, weight, bias (undefined where
+// output_mask is false).
 template <typename T>
-variable_list backward_impl(const Tensor& dy_in, const Tensor& x,
-                            const Tensor& stats_tensor, int64_t groups,
-                            int64_t mode, const std::vector<bool>& wanted) {
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> backward_impl(
+    const Tensor& dy_in, const Tensor& x, const Tensor& stats_tensor,
+    int64_t groups, int64_t mode, std::array<bool, 5> output_mask) {
   const Tensor dy = dy_in.contiguous();
   const Shape sh(x, groups);
   const Stats st(stats_tensor, sh.n, sh.c, groups);
   std::vector<double> da(sh.c), db(sh.c), d_weight(groups), d_bias(groups);
   Tensor dx;
-  if (wanted[0]) dx = at::empty_like(x);
+  if (output_mask[0]) dx = at::empty_like(x);
   const T* xp = x.const_data_ptr<T>();
   const T* dyp = dy.const_data_ptr<T>();
-  T* dxp = wanted[0] ? dx.data_ptr<T>() : nullptr;
+  T* dxp = output_mask[0] ? dx.data_ptr<T>() : nullptr;
   at::parallel_for(0, groups, sh.group_grain(), [&](int64_t lo, int64_t hi) {
     backward_groups(sh, st, xp, dyp, dxp, mode, da.data(), db.data(),
                     d_weight.data(), d_bias.data(), lo, hi);
@@ -437,117 +430,99 @@ variable_list backward_impl(const Tensor& dy_in, const Tensor& x,
     for (size_t i = 0; i < values.size(); ++i) p[i] = static_cast<T>(values[i]);
     return t;
   };
-  variable_list grads(5);
-  grads[0] = dx;
-  if (wanted[1]) {
+  Tensor d_bw, d_bb, d_w, d_b;
+  if (output_mask[1]) {
     for (int64_t j = 0; j < sh.c; ++j) da[j] *= st.inv_std[j];
-    grads[1] = to_tensor(da);
+    d_bw = to_tensor(da);
   }
-  if (wanted[2]) grads[2] = to_tensor(db);
-  if (wanted[3]) grads[3] = to_tensor(d_weight);
-  if (wanted[4]) grads[4] = to_tensor(d_bias);
-  return grads;
+  if (output_mask[2]) d_bb = to_tensor(db);
+  if (output_mask[3]) d_w = to_tensor(d_weight);
+  if (output_mask[4]) d_b = to_tensor(d_bias);
+  return {dx, d_bw, d_bb, d_w, d_b};
 }
 
-// The gradients as values whose own backward raises (create_graph=True
-// works until something differentiates them), as Python's
-// @once_differentiable does.
-variable_list once_differentiable(const variable_list& grads) {
-  variable_list inputs;
-  for (const Tensor& g : grads) {
-    inputs.push_back(g.defined() ? g.detach().requires_grad_(true) : g);
-  }
-  auto error = std::make_shared<torch::autograd::DelayedError>(
-      "BCN has no second derivative: its backward pass is computed by hand "
-      "(native kernel and Python formulation alike)",
-      static_cast<int64_t>(inputs.size()));
-  return (*error)(std::move(inputs));
-}
-
-class BCNFunction : public torch::autograd::Function<BCNFunction> {
- public:
-  static Tensor forward(AutogradContext* ctx, const Tensor& x,
-                        const Tensor& batch_weight, const Tensor& batch_bias,
-                        const Tensor& weight, const Tensor& bias,
-                        Tensor running_mean, Tensor running_var,
-                        Tensor num_batches_tracked, int64_t groups,
-                        double eps, int64_t mode, double factor) {
-    Tensor stats, y;
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_forward", [&] {
-      y = forward_impl<scalar_t>(x, batch_weight, batch_bias, weight, bias,
-                                 running_mean, running_var,
-                                 num_batches_tracked, groups, eps, mode,
-                                 factor, stats);
-    });
-    ctx->save_for_backward({x});
-    ctx->saved_data["stats"] = stats;
-    ctx->saved_data["groups"] = groups;
-    ctx->saved_data["mode"] = mode;
-    return y;
-  }
-
-  static variable_list backward(AutogradContext* ctx,
-                                variable_list grad_outputs) {
-    const auto saved = ctx->get_saved_variables();
-    Tensor stats = ctx->saved_data["stats"].toTensor();
-    const int64_t groups = ctx->saved_data["groups"].toInt();
-    const int64_t mode = ctx->saved_data["mode"].toInt();
-    std::vector<bool> wanted(5);
-    for (int i = 0; i < 5; ++i) wanted[i] = ctx->needs_input_grad(i);
-    variable_list grads;
-    AT_DISPATCH_FLOATING_TYPES(saved[0].scalar_type(), "bcn_backward", [&] {
-      grads = backward_impl<scalar_t>(grad_outputs[0], saved[0], stats,
-                                      groups, mode, wanted);
-    });
-    if (at::GradMode::is_enabled()) grads = once_differentiable(grads);
-    // No gradients for the buffers and the non-tensor arguments.
-    grads.resize(12);
-    return grads;
-  }
-};
-
-Tensor bcn(const Tensor& x, const Tensor& batch_weight,
-           const Tensor& batch_bias, const Tensor& weight, const Tensor& bias,
-           Tensor running_mean, Tensor running_var,
-           Tensor num_batches_tracked, int64_t groups, double eps,
-           int64_t mode, double factor) {
+void check_inputs(const Tensor& x, const Tensor& batch_weight,
+                  const Tensor& batch_bias, const Tensor& weight,
+                  const Tensor& bias, const Tensor& running_mean,
+                  const Tensor& running_var, int64_t groups, int64_t mode) {
   TORCH_CHECK(x.device().is_cpu() && x.is_contiguous() && x.dim() >= 3 &&
                   x.numel() > 0,
-              "bcn: x must be a non-empty contiguous CPU tensor (N, C, *), "
+              "bcn_cpu: x must be a non-empty contiguous CPU tensor (N, C, *), "
               "got ", x.sizes());
   const int64_t c = x.size(1);
-  TORCH_CHECK(groups > 0 && c % groups == 0, "bcn: groups=", groups,
+  TORCH_CHECK(groups > 0 && c % groups == 0, "bcn_cpu: groups=", groups,
               " must divide C=", c);
   TORCH_CHECK(mode == kFixed || mode == kBatch || mode == kEstimate,
-              "bcn: unknown mode ", mode);
-  for (const Tensor* t : std::initializer_list<const Tensor*>{
-           &batch_weight, &batch_bias, &running_mean, &running_var}) {
+              "bcn_cpu: unknown mode ", mode);
+  for (const Tensor* t : {&batch_weight, &batch_bias, &running_mean,
+                          &running_var}) {
     TORCH_CHECK(t->scalar_type() == x.scalar_type() && t->numel() == c &&
                     t->is_contiguous() && t->device().is_cpu(),
-                "bcn: per-channel tensors must be contiguous CPU ",
+                "bcn_cpu: per-channel tensors must be contiguous CPU ",
                 x.scalar_type(), " of ", c, " elements");
   }
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&weight, &bias}) {
+  for (const Tensor* t : {&weight, &bias}) {
     TORCH_CHECK(t->scalar_type() == x.scalar_type() &&
                     t->numel() == groups && t->is_contiguous() &&
                     t->device().is_cpu(),
-                "bcn: per-group tensors must be contiguous CPU ",
+                "bcn_cpu: per-group tensors must be contiguous CPU ",
                 x.scalar_type(), " of ", groups, " elements");
   }
-  TORCH_CHECK(num_batches_tracked.scalar_type() == at::kLong &&
-                  num_batches_tracked.numel() == 1,
-              "bcn: num_batches_tracked must be one int64");
-  return BCNFunction::apply(x, batch_weight, batch_bias, weight, bias,
-                            running_mean, running_var, num_batches_tracked,
-                            groups, eps, mode, factor);
+}
+
+// y, the new running_mean / running_var, and the O(N*C) statistics the
+// backward pass needs (double).
+std::tuple<Tensor, Tensor, Tensor, Tensor> bcn_cpu_forward(
+    const Tensor& x, const Tensor& batch_weight, const Tensor& batch_bias,
+    const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+    const Tensor& running_var, int64_t groups, double eps, int64_t mode,
+    double factor) {
+  check_inputs(x, batch_weight, batch_bias, weight, bias, running_mean,
+               running_var, groups, mode);
+  Tensor new_mean = running_mean.clone();
+  Tensor new_var = running_var.clone();
+  Tensor stats, y;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_cpu_forward", [&] {
+    y = forward_impl<scalar_t>(x, batch_weight, batch_bias, weight, bias,
+                               new_mean, new_var, groups, eps, mode, factor,
+                               stats);
+  });
+  return {y, new_mean, new_var, stats};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bcn_cpu_backward(
+    const Tensor& dy, const Tensor& x, const Tensor& stats, int64_t groups,
+    int64_t mode, std::array<bool, 5> output_mask) {
+  TORCH_CHECK(dy.sizes() == x.sizes() && dy.scalar_type() == x.scalar_type(),
+              "bcn_cpu_backward: dy ", dy.sizes(), " must match x ",
+              x.sizes());
+  std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> grads;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_cpu_backward", [&] {
+    grads = backward_impl<scalar_t>(dy, x, stats, groups, mode, output_mask);
+  });
+  return grads;
 }
 
 }  // namespace
 
+TORCH_LIBRARY(mmbcn, m) {
+  m.def(
+      "bcn_cpu_forward(Tensor x, Tensor batch_weight, Tensor batch_bias, "
+      "Tensor weight, Tensor bias, Tensor running_mean, Tensor running_var, "
+      "int groups, float eps, int mode, float factor) -> "
+      "(Tensor y, Tensor new_mean, Tensor new_var, Tensor stats)");
+  m.def(
+      "bcn_cpu_backward(Tensor dy, Tensor x, Tensor stats, int groups, "
+      "int mode, bool[5] output_mask) -> (Tensor, Tensor, Tensor, Tensor, "
+      "Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(mmbcn, CPU, m) {
+  m.impl("bcn_cpu_forward", &bcn_cpu_forward);
+  m.impl("bcn_cpu_backward", &bcn_cpu_backward);
+}
+
+// Importing the extension from Python runs the registrations above.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "Fused Batch-Channel Normalization on CPU (mmbcn)";
-  m.def("bcn", &bcn,
-        "y = BCN(x): mode 0 running statistics, 1 batch statistics with "
-        "running averages (factor: momentum, < 0 cumulative), 2 Algorithm 1 "
-        "estimates (factor: update rate)");
+  m.doc() = "Batch-Channel Normalization on CPU: torch.ops.mmbcn.bcn_cpu_*";
 }

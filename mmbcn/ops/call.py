@@ -1,0 +1,38 @@
+# Copyright (c) mmbcn contributors. All rights reserved.
+"""One call of :func:`~mmbcn.ops.batch_channel_norm`: its tensors and the
+mode of the batch step, as every backend receives it."""
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from torch import Tensor
+
+#: Modes of the batch step (Eq. 13).
+FIXED = 'fixed'  # running_mean / running_var as they are (evaluation)
+BATCH = 'batch'  # the batch's statistics; running averages move (Eq. 14)
+ESTIMATE = 'estimate'  # Algorithm 1's estimates move, then normalize
+MODES = (FIXED, BATCH, ESTIMATE)
+
+
+@dataclass
+class BCNCall:
+    """Arguments of one BCN evaluation.
+
+    ``rate`` is the momentum of the running averages in ``'batch'`` mode
+    (``None``: cumulative average) and Algorithm 1's rate r in
+    ``'estimate'`` mode. ``synchronized``: the batch statistics are
+    combined across the processes of ``process_group``.
+    """
+    x: Tensor
+    running_mean: Tensor
+    running_var: Tensor
+    num_batches_tracked: Tensor
+    batch_weight: Tensor
+    batch_bias: Tensor
+    weight: Tensor
+    bias: Tensor
+    num_groups: int
+    mode: str
+    rate: Optional[float]
+    eps: float
+    synchronized: bool = False
+    process_group: Any = None
