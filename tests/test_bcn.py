@@ -292,3 +292,28 @@ def test_sync_bcn_equals_bcn_on_one_process():
     torch.testing.assert_close(a.running_var, b.running_var)
     with pytest.raises(ValueError, match='sync_estimates=False'):
         SyncBatchChannelNorm(8, 4, estimate=True, sync_estimates=False)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(momentum=-0.1), r'momentum=-0.1 must lie in \[0, 1\]'),
+    (dict(momentum=1.5), r'momentum=1.5 must lie in \[0, 1\]'),
+    (dict(eps=0.0), 'eps=0.0 must be positive'),
+    (dict(eps=-1e-5), 'eps=-1e-05 must be positive'),
+])
+def test_bad_momentum_and_eps_are_refused_at_build_time(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BatchChannelNorm(8, 4, **kwargs)
+
+
+@pytest.mark.parametrize('train', [True, False])
+def test_overflow_propagates_as_in_group_norm(train):
+    """|x| beyond sqrt(float32 max) turns the output non-finite, as
+    nn.GroupNorm does, instead of a finite constant."""
+    layer = make(dtype=torch.float32).train(train)
+    x = rand(2, 8, 4, 4, dtype=torch.float32)
+    x[0, 0] *= 1e20
+    assert not torch.isfinite(torch.nn.GroupNorm(4, 8)(x)[0, :2]).all()
+    y = layer(x)
+    assert not torch.isfinite(y[0, :2]).any()
+    if not train:
+        assert torch.isfinite(y[1]).all()

@@ -106,3 +106,43 @@ def _sync_bcn(rank, world):
 
 def test_sync_bcn_equals_bcn_on_concatenated_batch():
     run_distributed(_sync_bcn, 2)
+
+
+def _sync_bcn_estimates(rank, world):
+    """SyncBCN in micro-batch mode: Algorithm 1 on the concatenated batch,
+    identical estimates on both ranks."""
+    layer = randomize(SyncBatchChannelNorm(8, 4, estimate=True).to(D))
+    layer.reset_running_stats()
+    ref = ReferenceAlgorithm1(8)
+    for step, rate in enumerate([0.5, 0.2]):
+        layer.update_rate = rate
+        x = full_batch(step)
+        torch.testing.assert_close(layer(local(x, rank)),
+                                   local(ref(x, layer, rate), rank))
+    torch.testing.assert_close(layer.running_var, ref.var)
+    a, b = gather(layer.running_var)
+    assert torch.equal(a, b)
+
+
+def test_sync_bcn_estimates_are_algorithm1_on_the_joined_batch():
+    run_distributed(_sync_bcn_estimates, 2)
+
+
+def _layers_in_different_orders(rank, world):
+    first = BatchChannelNorm(8, 4, estimate=True, update_rate=0.1).to(D)
+    second = BatchChannelNorm(8, 4, estimate=True, update_rate=0.1).to(D)
+    order = (first, second) if rank == 0 else (second, first)
+    x = full_batch(0)[:2]
+    try:
+        for layer in order:
+            layer(x)
+    except RuntimeError as error:
+        assert 'different layers' in str(error)
+        return
+    raise AssertionError('mixed statistics of two layers went unnoticed')
+
+
+def test_layers_run_in_different_orders_are_refused():
+    """Same shapes, different layers at the same collective: without the
+    first-synchronization check their statistics would silently mix."""
+    run_distributed(_layers_in_different_orders, 2)
