@@ -1,11 +1,13 @@
 """BCN and SyncBCN in 2 real gloo processes against one process on the
 concatenated batch."""
+import pytest
 import torch
 import torch.distributed as dist
 
 from bcn_reference import (ReferenceAlgorithm1, randomize, reference_bcn,
                            reference_large_batch)
 from dist_utils import run_distributed
+from mmbcn import ops
 from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm
 
 D = torch.float64
@@ -28,7 +30,8 @@ def gather(t):
     return out
 
 
-def _synchronized_estimates(rank, world):
+def _synchronized_estimates(rank, world, backend='auto'):
+    ops.set_backend(backend)
     layer = randomize(BatchChannelNorm(8, 4, estimate=True).to(D))
     layer.reset_running_stats()
     ref = ReferenceAlgorithm1(8)
@@ -53,8 +56,15 @@ def _synchronized_estimates(rank, world):
     torch.testing.assert_close(layer.running_mean, ref.mu)
 
 
-def test_estimates_are_synchronized_and_exact():
-    run_distributed(_synchronized_estimates, 2)
+@pytest.mark.parametrize('backend', ['auto', 'triton'])
+def test_estimates_are_synchronized_and_exact(backend):
+    """Through the reference, and through the Triton kernels (which
+    combine the per-channel statistics between their passes; the empty
+    rank below takes the reference's path and joins the same
+    collective)."""
+    if ops.BACKENDS[backend].unavailable() if backend != 'auto' else None:
+        pytest.skip(ops.BACKENDS[backend].unavailable())
+    run_distributed(_synchronized_estimates, 2, backend)
 
 
 def _unsynchronized_estimates(rank, world):

@@ -10,6 +10,9 @@ no host synchronization, nothing read back (CUDA-graph friendly). Only
 ``x`` and O(N*C) statistics are kept for the backward pass. The
 reductions over H*W are split across programs, so a batch of one image
 fills the GPU, and merged in a fixed order (deterministic, no atomics).
+Synchronized estimates (``estimate=True`` under torch.distributed) combine
+the O(C) per-channel statistics across processes between the statistics
+pass and the rest; SyncBCN's large-batch mode takes the python backend.
 """
 import functools
 import os
@@ -21,6 +24,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from .call import BATCH, ESTIMATE, FIXED, BCNCall
+from .distributed import all_reduce_means
 
 try:
     import triton
@@ -56,10 +60,10 @@ def refuse(call: BCNCall) -> Optional[str]:
         return 'TRITON_INTERPRET=1 is set: it runs CPU tensors only'
     if call.x.dim() < 3 or call.x.numel() == 0:
         return 'it needs a non-empty (N, C, L, ...) input'
-    if call.synchronized:
-        return ('it does not synchronize statistics across processes yet '
-                '(SyncBCN and synchronized estimates take the python '
-                'backend)')
+    if call.synchronized and call.mode == BATCH:
+        return ('it synchronizes Algorithm 1\'s estimates across processes '
+                'but not yet the large-batch statistics of SyncBCN (the '
+                'python backend serves those)')
     return None
 
 
@@ -181,20 +185,45 @@ def _forward(x: Tensor, call: BCNCall, factor: float, cumulative: bool):
     new_mean = torch.empty_like(call.running_mean)
     new_var = torch.empty_like(call.running_var)
     count = n * length
-    kernels.coefficients[(g, )](
-        partial_mean, partial_m2, call.running_mean, call.running_var,
-        call.num_batches_tracked, call.batch_weight, call.batch_bias,
-        call.weight, call.bias, new_mean, new_var, v['mean'], v['var'],
-        v['dev'], v['a'], v['inv_std'], v['mu'], v['r'], v['s'], centre,
-        coef, offset, n, c, g, length, plan.splits, plan.chunk,
-        _bits(call.eps), _bits(factor), _bits(count / max(1, count - 1)),
-        MODE=_MODE[call.mode], CUMULATIVE=cumulative,
-        BLOCK_N=_block(n, max(1, 1024 // k)), BLOCK_K=_block(k, 1024))
+    given = torch.empty(2 * c, **f64)
+
+    def launch(phase):
+        kernels.coefficients[(g, )](
+            partial_mean, partial_m2, call.running_mean, call.running_var,
+            call.num_batches_tracked, call.batch_weight, call.batch_bias,
+            call.weight, call.bias, new_mean, new_var, v['mean'], v['var'],
+            v['dev'], v['a'], v['inv_std'], v['mu'], v['r'], v['s'], centre,
+            coef, offset, given, n, c, g, length, plan.splits, plan.chunk,
+            _bits(call.eps), _bits(factor), _bits(count / max(1, count - 1)),
+            MODE=_MODE[call.mode], CUMULATIVE=cumulative, PHASE=phase,
+            BLOCK_N=_block(n, max(1, 1024 // k)), BLOCK_K=_block(k, 1024))
+
+    if call.synchronized:  # Algorithm 1 on the batch of all processes
+        launch(1)
+        _combine_across_processes(given, count, compute, call)
+        launch(2)
+    else:
+        launch(0)
     y = torch.empty_like(x)
     kernels.affine_rows[plan.apply_grid](
         x, x, y, coef, centre, coef, offset, c, length, sn, sc, sl, sn, sc,
         sl, HAS_DY=False, BLOCK_C=plan.block_c, BLOCK_L=plan.block_l)
     return y, new_mean, new_var, (stats, rows)
+
+
+def _combine_across_processes(given: Tensor, count: int,
+                              dtype: torch.dtype, call: BCNCall) -> None:
+    """Replace this process's per-channel batch mean and mean square (the
+    two halves of ``given``) by the element-count-weighted means over all
+    processes: the same collective as the python backend's, in the same
+    dtype, so processes on either backend (an empty batch takes the python
+    one) combine."""
+    c = given.numel() // 2
+    total, mean, square = all_reduce_means(
+        torch.full((), float(count), dtype=dtype, device=given.device),
+        given[:c].to(dtype), given[c:].to(dtype),
+        group=call.process_group)
+    given.copy_(torch.cat([mean, square]))
 
 
 def _backward(dy: Tensor, x: Tensor, saved, groups: int, mode: int,

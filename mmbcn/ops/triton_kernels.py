@@ -113,61 +113,76 @@ def _merged_moments(pmean_ptr, pm2_ptr, rows, mask, L, S, chunk,
 def coefficients(pmean_ptr, pm2_ptr, rm_ptr, rv_ptr, nbt_ptr, bw_ptr,
                  bb_ptr, gw_ptr, gb_ptr, new_rm_ptr, new_rv_ptr, mean_ptr,
                  var_ptr, dev_ptr, a_ptr, inv_std_ptr, mu_ptr, r_ptr, s_ptr,
-                 centre_ptr, coef_ptr, offset_ptr, N, C, G, L, S, chunk, eps_bits,
-                 factor_bits, unbias_bits, MODE: tl.constexpr, CUMULATIVE: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 centre_ptr, coef_ptr, offset_ptr, given_ptr, N, C, G, L, S,
+                 chunk, eps_bits, factor_bits, unbias_bits,
+                 MODE: tl.constexpr, CUMULATIVE: tl.constexpr,
+                 PHASE: tl.constexpr, BLOCK_N: tl.constexpr,
+                 BLOCK_K: tl.constexpr):
+    """PHASE 0: everything from this process's batch. Synchronized
+    estimates run PHASE 1 (per-(n, c) moments, and per channel this
+    batch's mean and mean square about the old estimate into given_ptr),
+    then, once the caller has combined given_ptr across processes,
+    PHASE 2 (the rest, from the combined statistics)."""
     g = tl.program_id(0)
     K = C // G
-    acc_t = pmean_ptr.dtype.element_ty
-    eps = _real(eps_bits).to(acc_t)
     ks = tl.arange(0, BLOCK_K)
     k_ok = ks < K
     cs = g * K + ks
     # Per-(n, c) moments of x; per channel, the sum of the means.
-    sum_mean = tl.zeros([BLOCK_K], dtype=acc_t)
-    for n0 in range(0, N, BLOCK_N):
-        ns = n0 + tl.arange(0, BLOCK_N)
-        mask = (ns < N)[:, None] & k_ok[None, :]
-        rows = ns[:, None].to(tl.int64) * C + cs[None, :]
-        mean, var = _merged_moments(pmean_ptr, pm2_ptr, rows, mask, L, S,
-                                    chunk, BLOCK_N, BLOCK_K)
-        tl.store(mean_ptr + rows, mean, mask=mask)
-        tl.store(var_ptr + rows, var, mask=mask)
-        sum_mean += tl.sum(tl.where(mask, mean, 0.0), axis=0)
-    tl.debug_barrier()
-    running_mean = tl.load(rm_ptr + cs, mask=k_ok, other=0.0).to(acc_t)
-    running_var = tl.load(rv_ptr + cs, mask=k_ok, other=1.0).to(acc_t)
-    if MODE == 0:  # FIXED: the statistics as they are (evaluation)
-        mu = running_mean
-        sigma2 = running_var
-    else:
-        # Eq. 13 / Algorithm 1 line 1: the mean over (N, *).
-        batch_mean = sum_mean / N
-        # Mean square about the batch mean (Eq. 13) or about the *old*
-        # estimate (Algorithm 1, line 2): E[(x - m)^2] = var + (mean - m)^2.
-        if MODE == 1:
-            centre = batch_mean
-        else:
-            centre = running_mean
-        sq = tl.zeros([BLOCK_K], dtype=acc_t)
+    sum_mean = tl.zeros([BLOCK_K], dtype=tl.float64)
+    if PHASE != 2:
         for n0 in range(0, N, BLOCK_N):
             ns = n0 + tl.arange(0, BLOCK_N)
             mask = (ns < N)[:, None] & k_ok[None, :]
             rows = ns[:, None].to(tl.int64) * C + cs[None, :]
-            mean = tl.load(mean_ptr + rows, mask=mask, other=0.0)
-            var = tl.load(var_ptr + rows, mask=mask, other=0.0)
-            d = mean - centre[None, :]
-            sq += tl.sum(tl.where(mask, var + d * d, 0.0), axis=0)
-        sq = sq / N
-        if CUMULATIVE:  # BatchNorm's momentum=None
-            rate = 1.0 / tl.load(nbt_ptr).to(acc_t)
+            mean, var = _merged_moments(pmean_ptr, pm2_ptr, rows, mask, L,
+                                        S, chunk, BLOCK_N, BLOCK_K)
+            tl.store(mean_ptr + rows, mean, mask=mask)
+            tl.store(var_ptr + rows, var, mask=mask)
+            sum_mean += tl.sum(tl.where(mask, mean, 0.0), axis=0)
+        tl.debug_barrier()
+    running_mean = tl.load(rm_ptr + cs, mask=k_ok,
+                           other=0.0).to(tl.float64)
+    running_var = tl.load(rv_ptr + cs, mask=k_ok, other=1.0).to(tl.float64)
+    if MODE == 0:  # FIXED: the statistics as they are (evaluation)
+        mu = running_mean
+        sigma2 = running_var
+    else:
+        if PHASE == 2:
+            batch_mean = tl.load(given_ptr + cs, mask=k_ok, other=0.0)
+            sq = tl.load(given_ptr + C + cs, mask=k_ok, other=0.0)
         else:
-            rate = _real(factor_bits).to(acc_t)
-        unbias = _real(unbias_bits).to(acc_t)
+            # Eq. 13 / Algorithm 1 line 1: the mean over (N, *).
+            batch_mean = sum_mean / N
+            # Mean square about the batch mean (Eq. 13) or about the *old*
+            # estimate (Algorithm 1, line 2):
+            # E[(x - m)^2] = var + (mean - m)^2.
+            if MODE == 1:
+                centre = batch_mean
+            else:
+                centre = running_mean
+            sq = tl.zeros([BLOCK_K], dtype=tl.float64)
+            for n0 in range(0, N, BLOCK_N):
+                ns = n0 + tl.arange(0, BLOCK_N)
+                mask = (ns < N)[:, None] & k_ok[None, :]
+                rows = ns[:, None].to(tl.int64) * C + cs[None, :]
+                mean = tl.load(mean_ptr + rows, mask=mask, other=0.0)
+                var = tl.load(var_ptr + rows, mask=mask, other=0.0)
+                d = mean - centre[None, :]
+                sq += tl.sum(tl.where(mask, var + d * d, 0.0), axis=0)
+            sq = sq / N
+        if PHASE == 1:
+            tl.store(given_ptr + cs, batch_mean, mask=k_ok)
+            tl.store(given_ptr + C + cs, sq, mask=k_ok)
+        if CUMULATIVE:  # BatchNorm's momentum=None
+            rate = 1.0 / tl.load(nbt_ptr).to(tl.float64)
+        else:
+            rate = _real(factor_bits)
         if MODE == 1:
             # Eq. 14's running averages (unbiased variance), as BatchNorm.
             new_mean = running_mean + rate * (batch_mean - running_mean)
-            new_var = running_var + rate * (sq * unbias - running_var)
+            new_var = running_var + rate * (sq * _real(unbias_bits) -
+                                            running_var)
             mu = batch_mean
             sigma2 = sq
         else:
@@ -176,19 +191,34 @@ def coefficients(pmean_ptr, pm2_ptr, rm_ptr, rv_ptr, nbt_ptr, bw_ptr,
             new_var = running_var + rate * (sq - running_var)
             mu = new_mean
             sigma2 = new_var
-        tl.store(new_rm_ptr + cs,
-                 new_mean.to(new_rm_ptr.dtype.element_ty), mask=k_ok)
-        tl.store(new_rv_ptr + cs,
-                 new_var.to(new_rv_ptr.dtype.element_ty), mask=k_ok)
+        if PHASE != 1:
+            tl.store(new_rm_ptr + cs,
+                     new_mean.to(new_rm_ptr.dtype.element_ty), mask=k_ok)
+            tl.store(new_rv_ptr + cs,
+                     new_var.to(new_rv_ptr.dtype.element_ty), mask=k_ok)
+    if PHASE != 1:
+        _group_step(bw_ptr, bb_ptr, gw_ptr, gb_ptr, mean_ptr, var_ptr,
+                    dev_ptr, a_ptr, inv_std_ptr, mu_ptr, r_ptr, s_ptr,
+                    centre_ptr, coef_ptr, offset_ptr, mu, sigma2, g, cs,
+                    k_ok, N, C, G, K, _real(eps_bits), BLOCK_N, BLOCK_K)
+
+
+@triton.jit
+def _group_step(bw_ptr, bb_ptr, gw_ptr, gb_ptr, mean_ptr, var_ptr, dev_ptr,
+                a_ptr, inv_std_ptr, mu_ptr, r_ptr, s_ptr, centre_ptr,
+                coef_ptr, offset_ptr, mu, sigma2, g, cs, k_ok, N, C, G, K,
+                eps, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The batch step's affine (Eq. 13) from its statistics mu, sigma2,
+    then the group step (Eq. 15) and the output's coefficients."""
     # Eq. 13: x_dot = a_c * (x - mu_hat_c) + beta^b_c.
     inv_std = 1.0 / tl.sqrt(sigma2 + eps)
-    a = tl.load(bw_ptr + cs, mask=k_ok, other=0.0).to(acc_t) * inv_std
-    beta_b = tl.load(bb_ptr + cs, mask=k_ok, other=0.0).to(acc_t)
+    a = tl.load(bw_ptr + cs, mask=k_ok, other=0.0).to(tl.float64) * inv_std
+    beta_b = tl.load(bb_ptr + cs, mask=k_ok, other=0.0).to(tl.float64)
     tl.store(a_ptr + cs, a, mask=k_ok)
     tl.store(inv_std_ptr + cs, inv_std, mask=k_ok)
     tl.store(mu_ptr + cs, mu, mask=k_ok)
-    gamma_c = tl.load(gw_ptr + g).to(acc_t)
-    beta_c = tl.load(gb_ptr + g).to(acc_t)
+    gamma_c = tl.load(gw_ptr + g).to(tl.float64)
+    beta_c = tl.load(gb_ptr + g).to(tl.float64)
     # Eq. 15 on x_dot from its per-(n, c) moments a*(mean - mu) + beta^b
     # and a^2 * var: y = s * (a * (x - mean) + dev) + beta^c_g.
     for n0 in range(0, N, BLOCK_N):
