@@ -27,6 +27,7 @@ def test_paper_configs_are_shipped():
         'faster-rcnn_r101_fpn_bcn-ws-all_1x_coco.py',
         'faster-rcnn_x50-32x4d_fpn_bcn-ws-all_1x_coco.py',
         'mask-rcnn_r50_fpn_bcn-ws-all_2x_coco.py',
+        'mask-rcnn_r50_fpn_bcn-ws-all_20-23-24e_coco.py',
         'mask-rcnn_r101_fpn_bcn-ws-all_2x_coco.py',
     }
 
