@@ -100,7 +100,55 @@ def test_training_without_the_hook_names_it(tmp_path):
         runner.train()
 
 
-def test_bad_multiplier():
+def test_bad_multiplier_and_warmup():
     from mmbcn.engine import BCNUpdateRateHook
     with pytest.raises(ValueError, match='multiplier'):
-        BCNUpdateRateHook(multiplier=0)
+        BCNUpdateRateHook(multiplier=-1)
+    with pytest.raises(ValueError, match='warmup_iters'):
+        BCNUpdateRateHook(warmup_iters=-1)
+
+
+def test_multiplier_zero_freezes_the_estimates(tmp_path):
+    runner = make_runner(tmp_path, [dict(type='BCNUpdateRateHook',
+                                         multiplier=0)])
+    runner.train()
+    assert torch.equal(runner.model.norm.running_mean, torch.zeros(8))
+    assert torch.equal(runner.model.norm.running_var, torch.ones(8))
+
+
+def test_warmup_is_a_cumulative_average_then_the_paper_rate(tmp_path):
+    """warmup_iters=T: r = max(1/t, lr) for t <= T, then r = lr; the
+    estimates after the first iteration are that batch's statistics."""
+    recorder = Recorder()
+    runner = make_runner(tmp_path, [
+        dict(type='BCNUpdateRateHook', warmup_iters=4), recorder
+    ])
+    seen = {}
+
+    class FirstBatch(Hook):
+        """The first batch's channel means at the first layer, and its
+        estimates after that iteration."""
+        priority = 'LOWEST'
+
+        def before_train_iter(self, runner, batch_idx, data_batch=None):
+            def record(module, args, out):
+                seen['batch_mean'] = args[0].detach().mean((0, 2, 3))
+
+            if batch_idx == 0:
+                seen['handle'] = runner.model.norm.register_forward_hook(
+                    record)
+
+        def after_train_iter(self, runner, batch_idx, data_batch=None,
+                             outputs=None):
+            if batch_idx == 0:
+                seen['handle'].remove()
+                seen['estimate'] = runner.model.norm.running_mean.clone()
+
+    runner.register_hook(FirstBatch())
+    runner.train()
+    rates = [r for r, _, _ in recorder.seen]
+    lrs = [lr[0] for _, _, lr in recorder.seen]
+    assert rates[:4] == pytest.approx([1.0, 1 / 2, 1 / 3, 1 / 4])
+    assert rates[4:] == pytest.approx(lrs[4:])
+    # t = 1, r = 1: the estimate is the first batch's mean, not 0
+    assert torch.allclose(seen['estimate'], seen['batch_mean'], atol=1e-6)

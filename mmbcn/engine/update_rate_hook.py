@@ -1,7 +1,7 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
 """Drive Algorithm 1's update rate from the learning rate (paper Sec. 3.2:
 "we set the update rate r to be the learning rate of trainable
-parameters")."""
+parameters"), optionally with a data-driven start of the estimates."""
 from typing import Dict, List, Optional
 
 from mmengine.hooks import Hook
@@ -31,17 +31,34 @@ class BCNUpdateRateHook(Hook):
 
     Add it with ``custom_hooks=[dict(type='BCNUpdateRateHook')]``.
 
+    Beyond the paper, ``warmup_iters=T`` starts the estimates from data
+    instead of from (0, 1): at iteration t = 1, ..., T the rate is
+    ``max(1 / t, multiplier * lr)``, so the estimates are the cumulative
+    average of the batch statistics seen so far (as BatchNorm's
+    ``momentum=None``; the first batch's statistics replace the initial
+    0 / 1 outright) until the paper's rate catches up; from t = T + 1 on,
+    r = multiplier * lr. This is Algorithm 1 with a schedule of r; the
+    layer is unchanged. ``warmup_iters=0`` is the paper's behaviour.
+
     Args:
-        multiplier (float): r = multiplier * lr. Default 1.0.
+        multiplier (float): r = multiplier * lr; 0 freezes the estimates
+            at (0, 1) (as the authors' public code, whose rate defaults to
+            0). Default 1.0.
+        warmup_iters (int): T above. Default 0 (the paper).
     """
 
     priority = 'NORMAL'
 
-    def __init__(self, multiplier: float = 1.0):
-        if multiplier <= 0:
+    def __init__(self, multiplier: float = 1.0, warmup_iters: int = 0):
+        if multiplier < 0:
             raise ValueError(
-                f'BCNUpdateRateHook: multiplier={multiplier} must be > 0')
+                f'BCNUpdateRateHook: multiplier={multiplier} must be >= 0')
+        if warmup_iters < 0:
+            raise ValueError(
+                f'BCNUpdateRateHook: warmup_iters={warmup_iters} must be '
+                '>= 0')
         self.multiplier = multiplier
+        self.warmup_iters = int(warmup_iters)
         self._layers: Optional[List[BatchChannelNorm]] = None
 
     def before_train(self, runner) -> None:
@@ -49,6 +66,8 @@ class BCNUpdateRateHook(Hook):
         if self._layers:
             runner.logger.info(
                 f'BCNUpdateRateHook: update_rate = {self.multiplier} x lr '
+                + (f'(at least 1/t for the first {self.warmup_iters} '
+                   'iterations) ' if self.warmup_iters else '') +
                 f'for {len(self._layers)} estimate-mode BCN layers')
         else:
             runner.logger.warning(
@@ -63,9 +82,11 @@ class BCNUpdateRateHook(Hook):
             return
         lr_of = _learning_rates(runner.optim_wrapper)
         default = next(iter(lr_of.values()))
+        step = runner.iter + 1  # t of the iteration about to run
+        floor = 1.0 / step if step <= self.warmup_iters else 0.0
         for layer in self._layers:
             lr = lr_of.get(id(layer.weight), default)
-            layer.update_rate = self.multiplier * lr
+            layer.update_rate = max(floor, self.multiplier * lr)
 
 
 def _learning_rates(optim_wrapper) -> Dict[int, float]:
