@@ -60,3 +60,9 @@ val_dataloader = dict(batch_size=1, dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 load_from = 'checkpoints/deeplabv3_r101_bcn-ws_voc12aug_official.pth'
+
+# Checkpoints loadable with torch.load(weights_only=True) whichever tool
+# trains this config (ours, mmdet's/mmseg's tools, mim, a Runner script),
+# written atomically (README, "Use from mmdet/mmseg tools and mim").
+custom_hooks = [dict(type='WeightsOnlyCheckpointHook')]
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

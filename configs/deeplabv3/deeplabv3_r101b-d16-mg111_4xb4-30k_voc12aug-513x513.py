@@ -74,4 +74,9 @@ param_scheduler = [
         by_epoch=False)
 ]
 train_cfg = dict(max_iters=30000, val_interval=3000)
-default_hooks = dict(checkpoint=dict(interval=3000))
+# Checkpoints loadable with torch.load(weights_only=True) whichever tool
+# trains this config (ours, mmdet's/mmseg's tools, mim, a Runner script),
+# written atomically (README, "Use from mmdet/mmseg tools and mim").
+custom_hooks = [dict(type='WeightsOnlyCheckpointHook')]
+default_hooks = dict(
+    checkpoint=dict(type='SafeCheckpointHook', interval=3000))

@@ -24,4 +24,11 @@ model = dict(
 train_dataloader = dict(batch_size=1)
 # lr 0.02 at batch 16 scaled to the total batch: 4 GPUs x 1 image -> 0.005.
 auto_scale_lr = dict(enable=True, base_batch_size=16)
-custom_hooks = [dict(type='BCNUpdateRateHook')]
+# Checkpoints loadable with torch.load(weights_only=True) whichever tool
+# trains this config (ours, mmdet's/mmseg's tools, mim, a Runner script),
+# written atomically (README, "Use from mmdet/mmseg tools and mim").
+custom_hooks = [
+    dict(type='BCNUpdateRateHook'),
+    dict(type='WeightsOnlyCheckpointHook')
+]
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

@@ -8,4 +8,4 @@ model = dict(
     neck=dict(norm_cfg=norm_cfg),
     roi_head=dict(
         bbox_head=dict(norm_cfg=norm_cfg), mask_head=dict(norm_cfg=norm_cfg)))
-custom_hooks = []
+custom_hooks = [dict(type='WeightsOnlyCheckpointHook')]  # no BCN to update

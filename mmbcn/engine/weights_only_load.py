@@ -52,16 +52,24 @@ def load_weights_only(source: Union[str, bytes, io.IOBase],
         raise UnsafeCheckpointError(
             f'{name}: refused: it holds pickled objects that '
             'torch.load(weights_only=True) does not allow, and mmbcn never '
-            f'loads checkpoints otherwise ({_first_line(err)}). If the '
-            'file comes from a source you trust, load it once in Python '
-            'and save only its tensors: torch.save({"state_dict": '
-            'model.state_dict()}, path)') from err
+            f'loads checkpoints otherwise ({_first_line(err)}). '
+            + _MMENGINE_HINT + 'If the file comes from a source you trust, '
+            'load it once in Python and save only its tensors: '
+            'torch.save({"state_dict": model.state_dict()}, path)') from err
     except Exception as err:
         raise CheckpointLoadError(
             f'{name}: not a readable PyTorch checkpoint (truncated or '
             f'another format): {type(err).__name__}: {_first_line(err)}'
         ) from err
     return decode(obj)
+
+
+_MMENGINE_HINT = (
+    'mmengine writes numpy, Counter and HistoryBuffer objects into its '
+    "checkpoints unless the run has mmbcn's WeightsOnlyCheckpointHook: "
+    "mmbcn's configs declare it in custom_hooks (keep it there when you "
+    "override custom_hooks: dict(type='WeightsOnlyCheckpointHook')) and "
+    "mmbcn's tools/train.py adds it. ")
 
 
 def _first_line(err: BaseException) -> str:
