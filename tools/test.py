@@ -2,11 +2,14 @@
 """Evaluate a checkpoint with the config's test dataloader and metrics.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
-        [--allow-partial] [--cfg-options k=v ...] [--launcher pytorch]
+        [--show-dir DIR [--show-interval N]] [--allow-partial]
+        [--cfg-options k=v ...] [--launcher pytorch]
 
 Checkpoints are read with torch.load(weights_only=True). A checkpoint
 that leaves model keys unloaded (another model's) is refused, naming the
-keys, unless --allow-partial.
+keys, unless --allow-partial. ``--show-dir`` draws the predictions on
+the test images with the config's visualizer (mmdet: DIR/<image name>;
+mmseg: DIR/vis_data/vis_image/).
 """
 import argparse
 import os
@@ -17,8 +20,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401
-from mmbcn.engine import (add_weights_only_checkpoints, load_tool_config,
-                          prepare_and_check_data, prepare_cpu_distributed)
+from mmbcn.engine import (add_weights_only_checkpoints, enable_show_dir,
+                          load_tool_config, prepare_and_check_data,
+                          prepare_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -28,6 +32,12 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where to save the metrics')
     parser.add_argument('--out', help='dump predictions to this pickle '
                         'file (mmdet/mmseg DumpResults)')
+    parser.add_argument(
+        '--show-dir', help='draw the predictions on the test images into '
+        'this folder')
+    parser.add_argument('--show-interval', type=int, default=1,
+                        help='with --show-dir: draw every N-th image '
+                        '(default: every one)')
     parser.add_argument(
         '--allow-partial', action='store_true',
         help='evaluate even if the checkpoint leaves model keys unloaded')
@@ -63,6 +73,8 @@ def main(argv=None):
         cfg.test_evaluator.append(
             dict(type=f'{scope}.DumpResults' if scope == 'mmdet' else
                  'DumpResults', out_file_path=args.out))
+    if args.show_dir is not None:
+        enable_show_dir(cfg, args.show_dir, args.show_interval)
     prepare_cpu_distributed(cfg, args.launcher)
     prepare_and_check_data(cfg, ['test_dataloader'])
     runner = (Runner.from_cfg(cfg)

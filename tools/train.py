@@ -2,8 +2,8 @@
 """Train an mmdet or mmseg model (BCN or not) from a config.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
-        [--auto-scale-lr] [--allow-partial] [--cfg-options k=v ...]
-        [--launcher pytorch]
+        [--auto-scale-lr] [--allow-partial] [--tensorboard]
+        [--cfg-options k=v ...] [--launcher pytorch]
 
 Checkpoints are read with torch.load(weights_only=True) and written so
 that a failure while saving never loses the previous one. ``--resume``
@@ -22,9 +22,10 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401  (registers BCN, SyncBCN, WSConv, hooks)
-from mmbcn.engine import (add_weights_only_checkpoints, check_checkpoint_paths,
-                          find_resume_checkpoint, load_tool_config,
-                          prepare_and_check_data, prepare_cpu_distributed)
+from mmbcn.engine import (add_tensorboard, add_weights_only_checkpoints,
+                          check_checkpoint_paths, find_resume_checkpoint,
+                          load_tool_config, prepare_and_check_data,
+                          prepare_cpu_distributed)
 
 
 def parse_args(argv=None):
@@ -44,6 +45,10 @@ def parse_args(argv=None):
         '--allow-partial', action='store_true',
         help='let load_from leave model keys unloaded (by default a '
         'checkpoint of another model is refused, naming the keys)')
+    parser.add_argument(
+        '--tensorboard', action='store_true',
+        help='also log to TensorBoard (TensorboardVisBackend; needs the '
+        'tensorboard package): events under WORK_DIR/TIMESTAMP/vis_data')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, xxx=yyy (lists: key="[a,b]")')
@@ -75,6 +80,8 @@ def build_config(args) -> Config:
             raise FileNotFoundError(f'--resume: {args.resume!r} not found')
         cfg.resume, cfg.load_from = True, args.resume
     add_weights_only_checkpoints(cfg, allow_partial=args.allow_partial)
+    if args.tensorboard:
+        add_tensorboard(cfg)
     return cfg
 
 

@@ -5,7 +5,9 @@ from .cpu_distributed import (CPUDistributedDataParallel,
                               prepare_cpu_distributed)
 from .resume_checkpoint import find_resume_checkpoint
 from .safe_checkpoint_hook import SafeCheckpointHook
+from .show_predictions import enable_show_dir
 from .singularity_hook import SingularityHook
+from .tensorboard import add_tensorboard, check_tensorboard
 from .tool_setup import (add_weights_only_checkpoints, check_checkpoint_paths,
                          load_tool_config, prepare_and_check_data)
 from .update_rate_hook import BCNUpdateRateHook, estimate_layers
@@ -17,6 +19,7 @@ __all__ = [
     'CPUDistributedDataParallel', 'prepare_cpu_distributed',
     'add_weights_only_checkpoints', 'prepare_and_check_data',
     'check_checkpoint_paths', 'load_tool_config',
-    'SingularityHook', 'SafeCheckpointHook', 'find_resume_checkpoint',
+    'SingularityHook', 'enable_show_dir', 'add_tensorboard',
+    'check_tensorboard', 'SafeCheckpointHook', 'find_resume_checkpoint',
     'CheckpointLoadError', 'UnsafeCheckpointError', 'load_weights_only'
 ]
