@@ -84,6 +84,10 @@ setup(
         'tests': ['pytest', 'triton>=3.2; platform_system == "Linux"'],
         'triton': ['triton>=3.2'],
         'analysis': ['scikit-learn', 'matplotlib'],
+        # tools/deploy/export_onnx.py, and TensorBoard logging
+        # (tools/train.py --tensorboard, TensorboardVisBackend).
+        'deploy': ['onnx>=1.17', 'onnxruntime>=1.20', 'tensorboard>=2.14'],
+        'vis': ['tensorboard>=2.14'],
     },
     zip_safe=False,
     **native_extension(),

@@ -51,7 +51,7 @@ step 5 "mmbcn: native BCN kernel compiled in place (~1 min), then editable with 
 "$VENV/bin/python" setup.py -q build_ext --inplace
 # The tests extra brings Triton (a 290 MB wheel): the tests run BCN's GPU
 # kernels on CPU tensors under TRITON_INTERPRET=1.
-MMBCN_WITH_NATIVE=0 pip install --no-build-isolation -e ".[tests,analysis]"
+MMBCN_WITH_NATIVE=0 pip install --no-build-isolation -e ".[tests,analysis,deploy]"
 "$VENV/bin/python" -c 'import mmbcn, mmcv.ops, mmdet, mmseg
 import torch
 from mmbcn.ops import cpu_backend, describe
