@@ -2,9 +2,9 @@
 //
 // Batch-Channel Normalization on CPU: the `cpu` backend of
 // mmbcn.ops.batch_channel_norm, registered as the operators
-// mmbcn::bcn_cpu_forward and mmbcn::bcn_cpu_backward (TORCH_LIBRARY), so
-// tracing, meta tensors and torch.compile see it; mmbcn/ops/cpu_backend.py
-// registers their autograd formula and shapes.
+// mmbcn::bcn_cpu_forward (with its autograd) and mmbcn::bcn_cpu_backward
+// (TORCH_LIBRARY), so tracing, meta tensors and torch.compile see it;
+// mmbcn/ops/cpu_backend.py registers their shapes on meta tensors.
 //
 // Equation numbers refer to Qiao et al., "Rethinking Normalization and
 // Elimination Singularity in Neural Networks" (Sec. 3); the reference
@@ -23,19 +23,21 @@
 // square root of the dtype's largest value) gets NaN moments, so its group
 // turns NaN as in nn.GroupNorm instead of a finite, wrong output.
 //
-// The operators are functional: the statistics buffers come in and their
-// new values go out (new_mean, new_var); the caller copies them back.
+// The forward operator updates the statistics buffers in place, as
+// aten's native_batch_norm does (declared mutable in its schema).
 // Statistics of the batch step (Eq. 13), by `mode`:
 //   kFixed    - running_mean / running_var as they are (evaluation);
 //   kBatch    - the batch's own, differentiable (Eq. 13-14), and the
-//               running averages move by `factor` (the momentum, or
-//               1 / num_batches_tracked for the cumulative average);
+//               running averages move by `factor` (the momentum; none:
+//               the cumulative average over num_batches_tracked);
 //   kEstimate - Algorithm 1: the estimates move by the rate `factor`
 //               towards the batch (lines 1-4), then normalize (line 5);
 //               no gradient flows into them.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/VariableTypeUtils.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 
 #include <algorithm>
 #include <cmath>
@@ -296,8 +298,9 @@ void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
 template <typename T>
 Tensor forward_impl(const Tensor& x, const Tensor& batch_weight,
                     const Tensor& batch_bias, const Tensor& weight,
-                    const Tensor& bias, Tensor& new_mean, Tensor& new_var,
-                    int64_t groups, double eps, int64_t mode, double factor,
+                    const Tensor& bias, const Tensor& new_mean,
+                    const Tensor& new_var, int64_t groups, double eps,
+                    int64_t mode, double factor,
                     Tensor& stats_tensor) {
   const Shape sh(x, groups);
   stats_tensor = at::empty({Stats::size(sh.n, sh.c, groups)},
@@ -470,24 +473,31 @@ void check_inputs(const Tensor& x, const Tensor& batch_weight,
   }
 }
 
-// y, the new running_mean / running_var, and the O(N*C) statistics the
-// backward pass needs (double).
-std::tuple<Tensor, Tensor, Tensor, Tensor> bcn_cpu_forward(
+// y, and the O(N*C) statistics the backward pass needs (double); the
+// buffers are updated in place.
+std::tuple<Tensor, Tensor> bcn_cpu_forward(
     const Tensor& x, const Tensor& batch_weight, const Tensor& batch_bias,
     const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
-    const Tensor& running_var, int64_t groups, double eps, int64_t mode,
-    double factor) {
+    const Tensor& running_var, const Tensor& num_batches_tracked,
+    int64_t groups, double eps, int64_t mode, std::optional<double> rate) {
   check_inputs(x, batch_weight, batch_bias, weight, bias, running_mean,
                running_var, groups, mode);
-  Tensor new_mean = running_mean.clone();
-  Tensor new_var = running_var.clone();
+  TORCH_CHECK(num_batches_tracked.scalar_type() == at::kLong &&
+                  num_batches_tracked.numel() == 1,
+              "bcn_cpu: num_batches_tracked must be one int64");
+  double factor = rate.value_or(0.0);
+  if (mode == kBatch) {
+    int64_t* tracked = num_batches_tracked.data_ptr<int64_t>();
+    *tracked += 1;
+    if (!rate.has_value()) factor = 1.0 / *tracked;  // cumulative average
+  }
   Tensor stats, y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_cpu_forward", [&] {
     y = forward_impl<scalar_t>(x, batch_weight, batch_bias, weight, bias,
-                               new_mean, new_var, groups, eps, mode, factor,
-                               stats);
+                               running_mean, running_var, groups, eps, mode,
+                               factor, stats);
   });
-  return {y, new_mean, new_var, stats};
+  return {y, stats};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bcn_cpu_backward(
@@ -503,18 +513,107 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bcn_cpu_backward(
   return grads;
 }
 
+// The gradients as values whose own backward raises (create_graph=True
+// works until something differentiates them), as Python's
+// @once_differentiable does.
+torch::autograd::variable_list once_differentiable(
+    const torch::autograd::variable_list& grads) {
+  torch::autograd::variable_list inputs;
+  for (const Tensor& g : grads) {
+    inputs.push_back(g.defined() ? g.detach().requires_grad_(true) : g);
+  }
+  auto error = std::make_shared<torch::autograd::DelayedError>(
+      "BCN has no second derivative: its backward pass is computed by hand "
+      "(every backend)",
+      static_cast<int64_t>(inputs.size()));
+  return (*error)(std::move(inputs));
+}
+
+// Autograd of bcn_cpu_forward, in C++ so that a training step pays no
+// Python between the dispatcher and the kernels. Both operators are
+// called through the dispatcher below autograd, so tracers and
+// torch.compile see them.
+class BCNCpuFunction : public torch::autograd::Function<BCNCpuFunction> {
+ public:
+  static torch::autograd::variable_list forward(
+      torch::autograd::AutogradContext* ctx, const Tensor& x,
+      const Tensor& batch_weight, const Tensor& batch_bias,
+      const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+      const Tensor& running_var, const Tensor& num_batches_tracked,
+      int64_t groups, double eps, int64_t mode, std::optional<double> rate) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mmbcn::bcn_cpu_forward", "")
+                         .typed<decltype(bcn_cpu_forward)>();
+    Tensor y, stats;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      std::tie(y, stats) =
+          op.call(x, batch_weight, batch_bias, weight, bias, running_mean,
+                  running_var, num_batches_tracked, groups, eps, mode, rate);
+    }
+    if (mode != kFixed) {
+      for (const Tensor* t :
+           {&running_mean, &running_var, &num_batches_tracked}) {
+        torch::autograd::increment_version(*t);
+      }
+    }
+    ctx->save_for_backward({x});
+    ctx->saved_data["stats"] = stats;
+    ctx->saved_data["groups"] = groups;
+    ctx->saved_data["mode"] = mode;
+    ctx->mark_non_differentiable({stats});
+    return {y, stats};
+  }
+
+  static torch::autograd::variable_list backward(
+      torch::autograd::AutogradContext* ctx,
+      torch::autograd::variable_list grad_outputs) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("mmbcn::bcn_cpu_backward", "")
+                         .typed<decltype(bcn_cpu_backward)>();
+    const auto saved = ctx->get_saved_variables();
+    std::array<bool, 5> mask;
+    for (int i = 0; i < 5; ++i) mask[i] = ctx->needs_input_grad(i);
+    torch::autograd::variable_list grads(5);
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      auto [dx, d_bw, d_bb, d_w, d_b] = op.call(
+          grad_outputs[0], saved[0], ctx->saved_data["stats"].toTensor(),
+          ctx->saved_data["groups"].toInt(), ctx->saved_data["mode"].toInt(),
+          mask);
+      grads = {dx, d_bw, d_bb, d_w, d_b};
+    }
+    if (at::GradMode::is_enabled()) grads = once_differentiable(grads);
+    // No gradients for the buffers and the non-tensor arguments.
+    grads.resize(12);
+    return grads;
+  }
+};
+
+std::tuple<Tensor, Tensor> bcn_cpu_forward_autograd(
+    const Tensor& x, const Tensor& batch_weight, const Tensor& batch_bias,
+    const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
+    const Tensor& running_var, const Tensor& num_batches_tracked,
+    int64_t groups, double eps, int64_t mode, std::optional<double> rate) {
+  auto out = BCNCpuFunction::apply(x, batch_weight, batch_bias, weight, bias,
+                                   running_mean, running_var,
+                                   num_batches_tracked, groups, eps, mode,
+                                   rate);
+  return {out[0], out[1]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(mmbcn, m) {
   m.def(
       "bcn_cpu_forward(Tensor x, Tensor batch_weight, Tensor batch_bias, "
-      "Tensor weight, Tensor bias, Tensor running_mean, Tensor running_var, "
-      "int groups, float eps, int mode, float factor) -> "
-      "(Tensor y, Tensor new_mean, Tensor new_var, Tensor stats)");
+      "Tensor weight, Tensor bias, Tensor(a!) running_mean, "
+      "Tensor(b!) running_var, Tensor(c!) num_batches_tracked, int groups, "
+      "float eps, int stats_mode, float? rate) -> (Tensor y, Tensor stats)");
   m.def(
       "bcn_cpu_backward(Tensor dy, Tensor x, Tensor stats, int groups, "
-      "int mode, bool[5] output_mask) -> (Tensor, Tensor, Tensor, Tensor, "
-      "Tensor)");
+      "int stats_mode, bool[5] output_mask) -> (Tensor, Tensor, Tensor, "
+      "Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(mmbcn, CPU, m) {
@@ -522,7 +621,17 @@ TORCH_LIBRARY_IMPL(mmbcn, CPU, m) {
   m.impl("bcn_cpu_backward", &bcn_cpu_backward);
 }
 
+TORCH_LIBRARY_IMPL(mmbcn, Autograd, m) {
+  m.impl("bcn_cpu_forward", &bcn_cpu_forward_autograd);
+}
+
 // Importing the extension from Python runs the registrations above.
+// `forward` is the same operator with its autograd, entered directly: in
+// eager mode it spares the Python-side argument matching of torch.ops,
+// which on small feature maps costs as much as the kernel.
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "Batch-Channel Normalization on CPU: torch.ops.mmbcn.bcn_cpu_*";
+  m.def("forward", &bcn_cpu_forward_autograd,
+        "mmbcn::bcn_cpu_forward with autograd, without the dispatcher's "
+        "Python entry");
 }
