@@ -120,7 +120,11 @@ def _check_name(name: str, where: str) -> None:
 
 
 def select(call: BCNCall) -> Backend:
-    """The backend that serves ``call`` under the current choice."""
+    """The backend that serves ``call`` under the current choice. While a
+    model is exported to ONNX (either exporter), the reference: its
+    PyTorch operations have ONNX equivalents, the kernels do not."""
+    if torch.onnx.is_in_onnx_export():
+        return BACKENDS['python']
     name = _requested
     if name != 'auto':
         _check_name(name, 'MMBCN_BACKEND')

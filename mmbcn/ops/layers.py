@@ -132,6 +132,14 @@ class BatchChannelNorm(nn.Module):
                                  'must lie in [0, 1]')
         self._update_rate = rate
 
+    def __prepare_scriptable__(self):
+        raise RuntimeError(
+            f'{type(self).__name__} cannot be compiled by torch.jit.script '
+            '(its forward chooses a backend in Python). Use torch.jit.trace '
+            'or torch.export, which record BCN as one operator, or fold '
+            'BCN into the convolutions first for deployment '
+            '(mmbcn.deploy.fold_bcn, tools/deploy/fold_bcn.py)')
+
     def reset_running_stats(self) -> None:
         """Statistics back to mean 0, variance 1 (Algorithm 1's start)."""
         self.running_mean.zero_()

@@ -50,10 +50,12 @@ def reduce_dims(x: Tensor) -> Tuple[int, ...]:
 
 def row_kernels(x: Tensor) -> bool:
     """Whether the normalization kernels can treat ``x`` (N, C, *) as N*C
-    contiguous rows (see the module docstring)."""
+    contiguous rows (see the module docstring); not while exporting to
+    ONNX, which knows the generic operations only."""
     return (x.device.type == 'cpu' and x.dtype in (torch.float32,
                                                    torch.float64)
-            and x.dim() >= 3 and x.numel() > 0 and x.is_contiguous())
+            and x.dim() >= 3 and x.numel() > 0 and x.is_contiguous()
+            and not torch.onnx.is_in_onnx_export())
 
 
 def _moments_and_buffer(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
@@ -247,9 +249,10 @@ def _moments(x: Tensor) -> Tuple[Optional[Tensor], Tensor, Tensor]:
 def moment_affine(x: Tensor, fn: CoefficientFn,
                   params: Sequence[Optional[Tensor]]) -> Tensor:
     """``fn``-normalize ``x`` through :class:`MomentAffine` when a gradient
-    is needed, otherwise with the plain two passes (no graph kept)."""
-    if torch.is_grad_enabled() and (x.requires_grad
-                                    or any(p.requires_grad for p in params)):
+    is needed, otherwise (and while exporting to ONNX, which records the
+    forward operations) with the plain two passes."""
+    if torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export() and (
+            x.requires_grad or any(p.requires_grad for p in params)):
         return MomentAffine.apply(x, fn, *params)
     buffer, mean, var = _moments(x)
     coef_a, coef_b = fn(mean, var, *params)
