@@ -34,3 +34,6 @@ def enable_show_dir(cfg, show_dir: str, interval: int = 1) -> None:
         hook['test_out_dir'] = show_dir
     else:
         cfg.visualizer['save_dir'] = show_dir
+        # mmengine returns an existing visualizer of the same name (an
+        # earlier run in this process) with its own save_dir
+        cfg.visualizer['name'] = f'show_dir:{show_dir}'
