@@ -1,52 +1,616 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
-"""The main job: train Mask R-CNN R-18-FPN with BCN+WS (micro-batch, one
-image per iteration) from scratch on the bundled shapes data, evaluate bbox
-and segm mAP with mmdet's CocoMetric, and say where everything is.
+"""The main job: BCN+WS against GN+WS, trained side by side from scratch on
+the bundled data with the same seed, schedule, model and hyper-parameters
+except the normalization; one table, two pictures.
 
-    python tools/demo.py [--config CONFIG] [--work-dir DIR] [train.py options]
+    python tools/demo.py [--task {detection,segmentation}] [--max-iters N]
+        [--seed S] [--work-dir DIR] [--img-size PX] [--val-interval N]
+        [--sequential] [--threads T] [--runs bcn gn]
+        [--cfg-options k=v ...] [--bcn-cfg-options k=v ...]
 
-The data is generated under data/shapes_coco/ on first use. Pass
---config configs/mask_rcnn/mask-rcnn_r18_fpn_gn-ws-all_demo.py for the
-GN+WS counterpart.
+Detection (default): Mask R-CNN R-18-FPN, BCN+WS in micro-batch mode (one
+image per iteration, Algorithm 1's estimates, ``BCNUpdateRateHook``)
+against GN+WS; bbox and segm mAP / mAP@50 from mmdet's CocoMetric.
+Segmentation: the DeepLabV3 demo pair (SyncBCN+WS against GN+WS); mIoU from
+mmseg's IoUMetric.
+
+By default the two runs train at the same time, one thread each (a 2-core
+machine runs the whole demo in one run's time); ``--sequential`` trains one
+after the other with ``--threads`` threads. The work dir receives
+``results.md`` / ``results.json`` (the table), ``curves.png`` (training loss
+and validation metric against iteration), ``predictions.png`` (both models
+on the same validation images beside the ground truth) and one folder per
+run (config, logs, checkpoint).
 """
 import argparse
-import glob
+import json
+import math
+import os
 import os.path as osp
+import re
+import resource
+import subprocess
 import sys
 import time
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import train  # noqa: E402  (tools/train.py)
+HERE = osp.dirname(osp.abspath(__file__))
+REPO = osp.dirname(HERE)
 
-DEFAULT = 'configs/mask_rcnn/mask-rcnn_r18_fpn_bcn-ws-all_demo.py'
+TASKS = {
+    'detection': dict(
+        runs={
+            'bcn': ('BCN+WS',
+                    'configs/mask_rcnn/mask-rcnn_r18_fpn_bcn-ws-all_demo.py'),
+            'gn': ('GN+WS',
+                   'configs/mask_rcnn/mask-rcnn_r18_fpn_gn-ws-all_demo.py'),
+        },
+        metrics=[('bbox mAP', 'coco/bbox_mAP'),
+                 ('bbox mAP@50', 'coco/bbox_mAP_50'),
+                 ('segm mAP', 'coco/segm_mAP'),
+                 ('segm mAP@50', 'coco/segm_mAP_50')],
+        curves=[('coco/bbox_mAP', 'bbox mAP'), ('coco/segm_mAP',
+                                                'segm mAP')]),
+    'segmentation': dict(
+        runs={
+            'bcn': ('SyncBCN+WS', 'configs/deeplabv3/deeplabv3_r18b-d16_'
+                    'syncbcn-ws_1xb4-1k_voc-shapes-128x128_demo.py'),
+            'gn': ('GN+WS', 'configs/deeplabv3/deeplabv3_r18b-d16_gn-ws_'
+                   '1xb4-1k_voc-shapes-128x128_demo.py'),
+        },
+        metrics=[('mIoU', 'mIoU'), ('mAcc', 'mAcc'), ('aAcc', 'aAcc')],
+        curves=[('mIoU', 'mIoU')]),
+}
+SHOW_IMAGES = 4  # validation images in predictions.png (the first ones)
+SCORE_THR = 0.5  # detections drawn in predictions.png
+
+
+# --------------------------------------------------------------- arguments
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split('\n\n')[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--task', default='detection', choices=sorted(TASKS))
+    parser.add_argument('--work-dir', help='default: work_dirs/demo '
+                        '(work_dirs/demo_segmentation for segmentation)')
+    parser.add_argument('--max-iters', type=int,
+                        help="both runs' iterations (default: the config's); "
+                        'the lr schedule is scaled to it')
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--val-interval', type=int,
+                        help='validate every N iterations (default: 4 '
+                        'points per run) and at the end')
+    parser.add_argument('--img-size', type=int,
+                        help='detection: resize images to fit PX x PX '
+                        "(default: the config's)")
+    parser.add_argument('--runs', nargs='+', default=['bcn', 'gn'],
+                        choices=['bcn', 'gn'], help='which runs to train')
+    parser.add_argument('--sequential', action='store_true',
+                        help='train one run after the other (default: '
+                        'both at once, one thread each)')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='threads per run (default: 1 when the runs '
+                        'are concurrent, else torch\'s default)')
+    parser.add_argument('--cfg-options', nargs='+', default=[],
+                        metavar='K=V', help='config overrides for both runs '
+                        '(as tools/train.py)')
+    parser.add_argument('--bcn-cfg-options', nargs='+', default=[],
+                        metavar='K=V', help='config overrides for the BCN '
+                        'run only (e.g. custom_hooks.0.multiplier=0.1)')
+    parser.add_argument('--summarize', nargs='+', metavar='WORK_DIR',
+                        help='print mean +- std over the results.json of '
+                        'these finished demos (e.g. several seeds) and '
+                        'exit')
+    parser.add_argument('--worker', nargs=2, metavar=('RUN', 'CONFIG'),
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.work_dir is None:
+        args.work_dir = ('work_dirs/demo' if args.task == 'detection' else
+                         'work_dirs/demo_segmentation')
+    if args.max_iters is not None and args.max_iters < 1:
+        parser.error('--max-iters must be >= 1')
+    return args
+
+
+# ------------------------------------------------------------ run configs
+def scaled_schedule(schedulers, old_max: int, new_max: int):
+    """The iteration-based schedulers of a run of ``old_max`` iterations,
+    stretched to ``new_max``: phases that end with the run still do,
+    milestones keep their fraction of the run, warm-ups keep their length
+    (shortened to fit)."""
+    out = []
+    for s in schedulers:
+        s = dict(s)
+        if s.get('by_epoch', True):
+            raise ValueError(f'{s["type"]}: the demo scales iteration-based '
+                             'schedules only')
+        if s.get('end') is not None and s['end'] >= old_max:
+            s['end'] = new_max
+        elif s.get('end') is not None:
+            s['end'] = min(s['end'], new_max)
+        if 'milestones' in s:
+            s['milestones'] = [
+                max(1, min(new_max, round(m * new_max / old_max)))
+                for m in s['milestones']
+            ]
+        out.append(s)
+    return out
+
+
+def _resize_steps(pipeline):
+    return [i for i, t in enumerate(pipeline) if t['type'] == 'Resize']
+
+
+def write_run_config(config: str, out_dir: str, args) -> str:
+    """A config that inherits ``config`` and sets what the demo chooses
+    (iterations, schedule, validation points, seed, image size); returns
+    its path."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(config)
+    old_max = cfg.train_cfg.max_iters
+    max_iters = args.max_iters or old_max
+    val_interval = args.val_interval or max(1, math.ceil(max_iters / 4))
+    lines = [
+        '# Written by tools/demo.py: the demo config with its run settings.',
+        f'_base_ = {osp.abspath(config)!r}',
+        f'train_cfg = dict(max_iters={max_iters}, '
+        f'val_interval={val_interval})',
+        'param_scheduler = ' + repr([
+            dict(s) for s in scaled_schedule(cfg.param_scheduler, old_max,
+                                             max_iters)
+        ]),
+        f'default_hooks = dict(checkpoint=dict(interval={max_iters}))',
+        f'randomness = dict(seed={args.seed})',
+    ]
+    if args.img_size:
+        if args.task != 'detection':
+            raise SystemExit('--img-size applies to --task detection')
+        scale = (args.img_size, args.img_size)
+        for loader in ('train_dataloader', 'val_dataloader'):
+            pipeline = [dict(t) for t in cfg[loader].dataset.pipeline]
+            for i in _resize_steps(pipeline):
+                pipeline[i]['scale'] = scale
+            lines.append(f'{loader} = dict(dataset=dict(pipeline='
+                         f'{pipeline!r}))')
+        lines.append('test_dataloader = val_dataloader')
+    os.makedirs(out_dir, exist_ok=True)
+    path = osp.join(out_dir, 'demo_config.py')
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    return path
+
+
+# ----------------------------------------------------------------- worker
+def worker(args) -> None:
+    """Train and validate one run in this process; write result.json and
+    predictions.npz into its work dir."""
+    import numpy as np
+    import torch
+    sys.path.insert(0, HERE)
+    import train  # noqa: E402  (tools/train.py)
+
+    run, config = args.worker
+    out_dir = osp.join(args.work_dir, run)
+    run_cfg = write_run_config(config, out_dir, args)
+    options = list(args.cfg_options)
+    if run == 'bcn':
+        options += list(args.bcn_cfg_options)
+    argv = [run_cfg, '--work-dir', out_dir]
+    if options:
+        argv += ['--cfg-options'] + options
+    start = time.time()
+    runner = train.main(argv)
+    wall = time.time() - start
+    hub = runner.message_hub.log_scalars
+    max_iters = runner.train_loop.max_iters
+    interval = runner.train_loop.val_interval
+    val_iters = sorted({*range(interval, max_iters + 1, interval), max_iters})
+    task = TASKS[args.task]
+    history = {}
+    for _, key in task['metrics']:
+        if f'val/{key}' in hub:
+            values = hub[f'val/{key}'].data[0].tolist()
+            history[key] = list(zip(val_iters[-len(values):], values))
+    loss = hub['train/loss'].data[0].tolist()
+    times = hub['train/time'].data[0].tolist()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak_mib = usage.ru_maxrss / 1024
+    cpu_minutes = (usage.ru_utime + usage.ru_stime) / 60  # load-independent
+    if torch.cuda.is_available():
+        peak_mib = torch.cuda.max_memory_allocated() / 2**20
+    result = dict(
+        run=run,
+        name=task['runs'][run][0],
+        config=config,
+        max_iters=max_iters,
+        seed=args.seed,
+        threads=torch.get_num_threads(),
+        metrics={key: h[-1][1] for key, h in history.items()},
+        history=history,
+        loss=loss,
+        train_minutes=sum(times) / 60,
+        wall_minutes=wall / 60,
+        cpu_minutes=cpu_minutes,
+        peak_memory_mib=peak_mib,
+        checkpoint=osp.join(out_dir, f'iter_{max_iters}.pth'),
+        log_dir=runner.log_dir)
+    predictions = predict(runner, args.task)
+    np.savez_compressed(osp.join(out_dir, 'predictions.npz'), **predictions)
+    with open(osp.join(out_dir, 'result.json'), 'w') as f:
+        json.dump(result, f)
+
+
+def predict(runner, task: str):
+    """The model's predictions on the first SHOW_IMAGES validation images,
+    at their original size, as arrays keyed '<i>_<field>'."""
+    import numpy as np
+    import torch
+    from mmengine.dataset import pseudo_collate
+    model = runner.model
+    model.eval()
+    dataset = runner.val_dataloader.dataset
+    out = {}
+    with torch.no_grad():
+        for i in range(min(SHOW_IMAGES, len(dataset))):
+            [sample] = model.test_step(pseudo_collate([dataset[i]]))
+            out[f'{i}_path'] = np.array(sample.img_path)
+            if task == 'detection':
+                pred = sample.pred_instances
+                keep = pred.scores >= SCORE_THR
+                out[f'{i}_bboxes'] = pred.bboxes[keep].numpy()
+                out[f'{i}_labels'] = pred.labels[keep].numpy()
+                out[f'{i}_scores'] = pred.scores[keep].numpy()
+                out[f'{i}_masks'] = pred.masks[keep].numpy().astype(bool)
+            else:
+                out[f'{i}_seg'] = sample.pred_sem_seg.data[0].numpy().astype(
+                    np.uint8)
+                out[f'{i}_seg_path'] = np.array(sample.seg_map_path)
+    return out
+
+
+# ----------------------------------------------------------------- parent
+def launch(args, runs):
+    """Train the runs (concurrently or one after the other) in worker
+    processes; return their results."""
+    concurrent = not args.sequential and len(runs) > 1
+    threads = args.threads or (1 if concurrent else None)
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (REPO, env.get('PYTHONPATH')) if p)
+    if threads:
+        env['OMP_NUM_THREADS'] = str(threads)
+        env['MKL_NUM_THREADS'] = str(threads)
+    passed = ['--task', args.task, '--work-dir', args.work_dir, '--seed',
+              str(args.seed)]
+    for flag in ('max_iters', 'val_interval', 'img_size'):
+        if getattr(args, flag):
+            passed += [f'--{flag.replace("_", "-")}',
+                       str(getattr(args, flag))]
+    if args.cfg_options:
+        passed += ['--cfg-options'] + args.cfg_options
+    if args.bcn_cfg_options:
+        passed += ['--bcn-cfg-options'] + args.bcn_cfg_options
+    procs = {}
+
+    def start(run):
+        name, config = TASKS[args.task]['runs'][run]
+        out_dir = osp.join(args.work_dir, run)
+        os.makedirs(out_dir, exist_ok=True)
+        log = open(osp.join(out_dir, 'train.log'), 'w')
+        cmd = [sys.executable, osp.abspath(__file__), '--worker', run,
+               config] + passed
+        print(f'[{name}] training, log: {log.name}', flush=True)
+        procs[run] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
+                                       stderr=subprocess.STDOUT), log)
+
+    pending = list(runs)
+    if concurrent:
+        for run in pending:
+            start(run)
+        pending = []
+    else:
+        start(pending.pop(0))
+    last_report = time.time()
+    while procs:
+        time.sleep(1)
+        for run, (proc, log) in list(procs.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del procs[run]
+            if proc.returncode != 0:
+                for other, _ in procs.values():
+                    other.terminate()
+                tail = open(log.name).read()[-3000:]
+                raise SystemExit(f'{run} run failed ({proc.returncode}); '
+                                 f'end of {log.name}:\n{tail}')
+            if pending:
+                start(pending.pop(0))
+        if time.time() - last_report > 60 and procs:
+            last_report = time.time()
+            print('  ' + ' | '.join(
+                f'{TASKS[args.task]["runs"][r][0]} {progress(log.name)}'
+                for r, (_, log) in procs.items()), flush=True)
+    results = []
+    for run in runs:
+        with open(osp.join(args.work_dir, run, 'result.json')) as f:
+            results.append(json.load(f))
+    return results
+
+
+def progress(log_path: str) -> str:
+    """'iter i/N' from the latest training line of a run's log."""
+    try:
+        text = open(log_path, errors='replace').read()[-20000:]
+    except OSError:
+        return ''
+    found = re.findall(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]', text)
+    return f'iter {found[-1][0]}/{found[-1][1]}' if found else 'starting'
+
+
+def table(results, task: str):
+    """The results as markdown table lines and a JSON-able dict."""
+    metrics = TASKS[task]['metrics']
+    head = ['run'] + [m for m, _ in metrics] + [
+        'iterations', 'train min', 'total min', 'CPU min',
+        'peak memory (MiB)'
+    ]
+    lines = ['| ' + ' | '.join(head) + ' |',
+             '|' + ' --- |' * len(head)]
+    rows = []
+    for r in results:
+        values = [r['metrics'].get(key) for _, key in metrics]
+        scale = 100 if task == 'segmentation' else 1  # mmseg reports %
+        cells = [r['name']] + [
+            '—' if v is None else
+            (f'{v:.2f}' if scale == 100 else f'{v:.3f}') for v in values
+        ] + [
+            str(r['max_iters']), f'{r["train_minutes"]:.1f}',
+            f'{r["wall_minutes"]:.1f}',
+            f'{r["cpu_minutes"]:.1f}' if 'cpu_minutes' in r else '—',
+            f'{r["peak_memory_mib"]:.0f}'
+        ]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+        rows.append(dict(
+            name=r['name'], config=r['config'], seed=r['seed'],
+            iterations=r['max_iters'], threads=r['threads'],
+            **{key: r['metrics'].get(key) for _, key in metrics},
+            train_minutes=round(r['train_minutes'], 3),
+            total_minutes=round(r['wall_minutes'], 3),
+            cpu_minutes=round(r.get('cpu_minutes', float('nan')), 3),
+            peak_memory_mib=round(r['peak_memory_mib'], 1),
+            checkpoint=r['checkpoint']))
+    return lines, rows
+
+
+def summarize(work_dirs):
+    """Mean +- sample std of every metric over finished demos (seeds),
+    per run, and of the paired BCN - GN differences; as markdown lines."""
+    import numpy as np
+    summaries = []
+    for d in work_dirs:
+        with open(osp.join(d, 'results.json')) as f:
+            summaries.append(json.load(f))
+    task = summaries[0]['task']
+    metrics = TASKS[task]['metrics'] + [('train min', 'train_minutes'),
+                                        ('total min', 'total_minutes')]
+    names = [r['name'] for r in summaries[0]['runs']]
+    seeds = [s['seed'] for s in summaries]
+    values = {
+        name: {key: np.array([[r for r in s['runs'] if r['name'] == name][0]
+                              [key] for s in summaries], dtype=float)
+               for _, key in metrics}
+        for name in names
+    }
+
+    def cell(v, key):
+        digits = 1 if key.endswith('minutes') else (
+            2 if task == 'segmentation' else 3)
+        std = v.std(ddof=1) if len(v) > 1 else float('nan')
+        return f'{v.mean():.{digits}f} ± {std:.{digits}f}'
+
+    lines = [f'seeds {seeds}, mean ± std (sample):', '',
+             '| run | ' + ' | '.join(m for m, _ in metrics) + ' |',
+             '|' + ' --- |' * (len(metrics) + 1)]
+    for name in names:
+        lines.append(f'| {name} | ' + ' | '.join(
+            cell(values[name][key], key) for _, key in metrics) + ' |')
+    if len(names) == 2:
+        a, b = names
+        lines.append(f'| {a} − {b} (paired) | ' + ' | '.join(
+            cell(values[a][key] - values[b][key], key)
+            for _, key in metrics) +
+            ' |')
+    return lines
+
+
+# ---------------------------------------------------------------- figures
+COLOURS = {'bcn': 'tab:red', 'gn': 'tab:blue'}
+
+
+def plot_curves(results, task: str, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    curves = TASKS[task]['curves']
+    fig, axes = plt.subplots(1, 1 + len(curves),
+                             figsize=(4.6 * (1 + len(curves)), 3.6))
+    for r in results:
+        colour = COLOURS[r['run']]
+        loss = np.asarray(r['loss'], dtype=float)
+        steps = np.arange(1, len(loss) + 1)
+        window = max(1, min(25, len(loss) // 10))
+        smooth = np.convolve(loss, np.ones(window) / window, mode='valid')
+        axes[0].plot(steps, loss, color=colour, alpha=0.15, lw=0.6)
+        axes[0].plot(steps[window - 1:], smooth, color=colour,
+                     label=r['name'])
+        for ax, (key, label) in zip(axes[1:], curves):
+            points = r['history'].get(key, [])
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, 'o-', color=colour, label=r['name'])
+            ax.set_title(f'validation {label}')
+            ax.set_xlabel('iteration')
+            ax.grid(alpha=0.3)
+    axes[0].set_title('training loss' +
+                      (f' ({window}-iteration mean)' if window > 1 else ''))
+    axes[0].set_xlabel('iteration')
+    axes[0].grid(alpha=0.3)
+    for ax in axes:
+        ax.legend()
+    seed = results[0]['seed']
+    fig.suptitle(f'{task}: same data, model, schedule and seed ({seed}); '
+                 'only the normalization differs', fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _ground_truth_instances(ann_file: str):
+    """img file name -> (labels, masks) from a COCO annotation file."""
+    from pycocotools.coco import COCO
+    coco = COCO(ann_file)
+    out = {}
+    for img_id, info in coco.imgs.items():
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=[img_id]))
+        out[info['file_name']] = [(a['category_id'] - 1, a['bbox'],
+                                   coco.annToMask(a).astype(bool))
+                                  for a in anns]
+    return out
+
+
+def _draw_instances(ax, img, instances, classes, palette):
+    import numpy as np
+    from matplotlib.patches import Rectangle
+    canvas = img.astype(float)
+    for label, _, mask, _ in instances:
+        colour = np.array(palette[label], dtype=float)
+        canvas[mask] = 0.45 * canvas[mask] + 0.55 * colour
+    ax.imshow(canvas.astype(np.uint8))
+    for label, (x, y, w, h), _, score in instances:
+        colour = np.array(palette[label]) / 255
+        ax.add_patch(Rectangle((x, y), w, h, fill=False, lw=1.3,
+                               edgecolor=colour))
+        text = classes[label] + ('' if score is None else f' {score:.2f}')
+        ax.text(x, y - 1, text, fontsize=6, color='white', va='bottom',
+                bbox=dict(facecolor=colour, alpha=0.8, pad=0.6, lw=0))
+
+
+def plot_predictions(results, args, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+    preds = [
+        np.load(osp.join(args.work_dir, r['run'], 'predictions.npz'))
+        for r in results
+    ]
+    count = len({k.split('_')[0] for k in preds[0].files})
+    cols = 1 + len(results)
+    fig, axes = plt.subplots(count, cols, figsize=(2.6 * cols, 2.6 * count),
+                             squeeze=False)
+    if args.task == 'detection':
+        from mmbcn.datasets.coco_demo import CLASSES, ShapesCocoDataset
+        palette = ShapesCocoDataset.METAINFO['palette']
+        from mmengine.config import Config
+        cfg = Config.fromfile(osp.join(args.work_dir, results[0]['run'],
+                                       'demo_config.py'))
+        gt = _ground_truth_instances(cfg.val_evaluator.ann_file)
+    else:
+        from mmbcn.datasets.voc_demo import CLASSES, PALETTE as palette
+    for i in range(count):
+        img_path = str(preds[0][f'{i}_path'])
+        img = np.asarray(Image.open(img_path).convert('RGB'))
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if args.task == 'detection':
+                if j == 0:
+                    inst = [(lab, box, m, None)
+                            for lab, box, m in gt[osp.basename(img_path)]]
+                else:
+                    p = preds[j - 1]
+                    inst = [(int(lab), (b[0], b[1], b[2] - b[0], b[3] - b[1]),
+                             m, float(s))
+                            for lab, b, m, s in zip(
+                                p[f'{i}_labels'], p[f'{i}_bboxes'],
+                                p[f'{i}_masks'], p[f'{i}_scores'])]
+                _draw_instances(ax, img, inst, CLASSES, palette)
+            else:
+                if j == 0:
+                    seg = np.asarray(Image.open(
+                        str(preds[0][f'{i}_seg_path'])))
+                else:
+                    seg = preds[j - 1][f'{i}_seg']
+                colours = np.zeros((256, 3))
+                colours[:len(palette)] = palette
+                colours[255] = (255, 255, 255)
+                blend = 0.4 * img + 0.6 * colours[seg]
+                blend[seg == 0] = img[seg == 0]
+                ax.imshow(blend.astype(np.uint8))
+            if i == 0:
+                ax.set_title('ground truth' if j == 0 else
+                             results[j - 1]['name'], fontsize=9)
+    what = (f'detections with score >= {SCORE_THR}'
+            if args.task == 'detection' else 'predicted classes')
+    fig.suptitle(f'validation images: {what}', fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------- main
+def prepare_data(task: str, options) -> None:
+    """Generate the bundled data once, before the runs start."""
+    import mmbcn  # noqa: F401
+    from mmengine.config import Config, DictAction
+    from mmbcn.engine import prepare_and_check_data
+    cfg = Config.fromfile(osp.join(REPO, TASKS[task]['runs']['bcn'][1]))
+    cfg.merge_from_dict({
+        key: DictAction._parse_iterable(value)
+        for key, value in (o.split('=', 1) for o in options)
+    })
+    prepare_and_check_data(cfg, ['train_dataloader', 'val_dataloader'])
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--config', default=DEFAULT)
-    parser.add_argument('--work-dir', default='work_dirs/demo')
-    args, rest = parser.parse_known_args(argv)
+    args = parse_args(argv)
+    args.work_dir = osp.abspath(args.work_dir)
+    if args.worker:
+        return worker(args)
+    if args.summarize:
+        lines = summarize(args.summarize)
+        print('\n'.join(lines))
+        return lines
+    os.chdir(REPO)  # the configs' data roots are relative to it
     start = time.time()
-    runner = train.main([args.config, '--work-dir', args.work_dir] + rest)
+    prepare_data(args.task, args.cfg_options)
+    runs = [r for r in ('bcn', 'gn') if r in args.runs]
+    results = launch(args, runs)
     minutes = (time.time() - start) / 60
-    scalars = runner.message_hub.log_scalars
-    metrics = {
-        key: scalars[f'val/coco/{key}'].current()
-        for key in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP', 'segm_mAP_50')
-        if f'val/coco/{key}' in scalars
-    }
-    checkpoints = sorted(glob.glob(osp.join(args.work_dir, 'iter_*.pth')),
-                         key=osp.getmtime)
-    print('\n== mmbcn demo ==')
-    print(f'config:      {args.config}')
-    print(f'trained:     {runner.iter} iterations in {minutes:.1f} min')
-    for key, value in metrics.items():
-        print(f'{key + ":":12} {value:.3f}')
-    print(f'checkpoint:  {checkpoints[-1] if checkpoints else "none"}')
-    print(f'logs:        {osp.join(runner.log_dir, "")}')
-    print(f'evaluate:    python tools/test.py {args.config} '
-          f'{checkpoints[-1] if checkpoints else "CHECKPOINT"}')
-    return metrics
+    lines, rows = table(results, args.task)
+    summary = dict(task=args.task, seed=args.seed,
+                   concurrent=not args.sequential and len(runs) > 1,
+                   total_minutes=round(minutes, 3), runs=rows)
+    with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
+        f.write('\n'.join(lines) + '\n')
+    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
+        json.dump(summary, f, indent=1)
+    plot_curves(results, args.task, osp.join(args.work_dir, 'curves.png'))
+    plot_predictions(results, args,
+                     osp.join(args.work_dir, 'predictions.png'))
+    print(f'\n== mmbcn demo: {args.task}, seed {args.seed}, '
+          f'{minutes:.1f} min in all ==')
+    print('\n'.join(lines))
+    print(f'\ntable:       {osp.join(args.work_dir, "results.md")} (.json)')
+    print(f'pictures:    {osp.join(args.work_dir, "curves.png")}, '
+          f'{osp.join(args.work_dir, "predictions.png")}')
+    for r in results:
+        print(f'{r["name"] + ":":12} {r["checkpoint"]}  (logs: '
+              f'{r["log_dir"]})')
+    return summary
 
 
 if __name__ == '__main__':
