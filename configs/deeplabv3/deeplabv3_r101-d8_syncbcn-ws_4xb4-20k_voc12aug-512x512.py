@@ -28,3 +28,9 @@ model = dict(
             checkpoint='checkpoints/r101_bcn-ws_imagenet.pth')),
     decode_head=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg),
     auxiliary_head=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg))
+
+# Checkpoints loadable with torch.load(weights_only=True) whichever tool
+# trains this config (ours, mmdet's/mmseg's tools, mim, a Runner script),
+# written atomically (README, "Use from mmdet/mmseg tools and mim").
+custom_hooks = [dict(type='WeightsOnlyCheckpointHook')]
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
