@@ -86,7 +86,9 @@ setup(
         'analysis': ['scikit-learn', 'matplotlib'],
         # tools/deploy/export_onnx.py, and TensorBoard logging
         # (tools/train.py --tensorboard, TensorboardVisBackend).
-        'deploy': ['onnx>=1.17', 'onnxruntime>=1.20', 'tensorboard>=2.14'],
+        # onnxscript: torch.onnx.export's default (dynamo) exporter.
+        'deploy': ['onnx>=1.17', 'onnxruntime>=1.20', 'onnxscript>=0.5',
+                   'tensorboard>=2.14'],
         'vis': ['tensorboard>=2.14'],
     },
     zip_safe=False,

@@ -59,7 +59,7 @@ def test_auto_picks_the_native_kernel_where_it_serves(requested):
 ])
 @pytest.mark.skipif(not CPU_BUILT, reason='native kernel not built')
 def test_forced_backend_refuses_with_the_reason(requested, x, kwargs,
-                                                 reason):
+                                                reason):
     requested('cpu')
     with pytest.raises(ops.BackendError, match="backend 'cpu'.*" + reason):
         backends.select(call(x, **kwargs))

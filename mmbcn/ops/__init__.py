@@ -28,7 +28,7 @@ register_backend(
             refuse=triton_backend.refuse))
 
 __all__ = [
-    'BatchChannelNorm', 'SyncBatchChannelNorm', 'batch_channel_norm', 'set_backend', 'get_backend', 'describe',
-    'register_backend', 'Backend', 'BackendError', 'BACKENDS', 'FIXED',
-    'BATCH', 'ESTIMATE', 'MODES'
+    'BatchChannelNorm', 'SyncBatchChannelNorm', 'batch_channel_norm',
+    'set_backend', 'get_backend', 'describe', 'register_backend', 'Backend',
+    'BackendError', 'BACKENDS', 'FIXED', 'BATCH', 'ESTIMATE', 'MODES'
 ]

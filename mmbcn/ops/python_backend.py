@@ -105,4 +105,3 @@ def _update_running_averages(call: BCNCall, count: Tensor,
     unbiased = batch_var * count / (count - 1).clamp(min=1)
     call.running_mean.lerp_(batch_mean.to(call.running_mean), factor)
     call.running_var.lerp_(unbiased.to(call.running_var), factor)
-
