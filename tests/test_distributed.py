@@ -156,3 +156,34 @@ def test_layers_run_in_different_orders_are_refused():
     """Same shapes, different layers at the same collective: without the
     first-synchronization check their statistics would silently mix."""
     run_distributed(_layers_in_different_orders, 2)
+
+
+def _broadcast_buffers(rank, world):
+    from types import SimpleNamespace
+
+    from mmengine.logging import MMLogger
+    from torch.nn.parallel import DistributedDataParallel
+
+    from mmbcn.engine import BCNUpdateRateHook
+
+    def runner(sync_estimates, broadcast_buffers):
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 1),
+            BatchChannelNorm(8, 4, estimate=True,
+                             sync_estimates=sync_estimates))
+        ddp = DistributedDataParallel(model,
+                                      broadcast_buffers=broadcast_buffers)
+        return SimpleNamespace(model=ddp,
+                               logger=MMLogger.get_current_instance())
+
+    hook = BCNUpdateRateHook()
+    with pytest.raises(ValueError, match='broadcast_buffers=False'):
+        hook.before_train(runner(False, True))
+    hook.before_train(runner(False, False))  # per-process, honoured
+    hook.before_train(runner(True, True))  # identical estimates anyway
+
+
+def test_unsynchronized_estimates_refuse_buffer_broadcast():
+    """DDP's broadcast_buffers=True would copy rank 0's estimates over
+    sync_estimates=False: the update-rate hook refuses, naming the key."""
+    run_distributed(_broadcast_buffers, 2)

@@ -8,6 +8,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
+from torch.nn.parallel import DistributedDataParallel
 
 from ..cnn.bcn import BatchChannelNorm
 
@@ -63,6 +64,7 @@ class BCNUpdateRateHook(Hook):
 
     def before_train(self, runner) -> None:
         self._layers = estimate_layers(runner.model)
+        check_buffer_broadcast(runner.model, self._layers)
         if self._layers:
             runner.logger.info(
                 f'BCNUpdateRateHook: update_rate = {self.multiplier} x lr '
@@ -87,6 +89,25 @@ class BCNUpdateRateHook(Hook):
         for layer in self._layers:
             lr = lr_of.get(id(layer.weight), default)
             layer.update_rate = max(floor, self.multiplier * lr)
+
+
+def check_buffer_broadcast(model, layers: List[BatchChannelNorm]) -> None:
+    """Refuse ``sync_estimates=False`` under a DistributedDataParallel that
+    broadcasts buffers: rank 0's estimates would overwrite every other
+    rank's before each forward, silently undoing the per-process setting."""
+    if not (isinstance(model, DistributedDataParallel)
+            and model.broadcast_buffers):
+        return
+    unsynced = [layer for layer in layers if not layer.sync_estimates]
+    if unsynced:
+        raise ValueError(
+            f'{len(unsynced)} BCN layers have sync_estimates=False (per-'
+            'process estimates, the paper\'s COCO setting), but the model '
+            'is wrapped with broadcast_buffers=True, which copies rank 0\'s '
+            'estimates to every rank before each forward. Set '
+            "model_wrapper_cfg=dict(type='MMDistributedDataParallel', "
+            'broadcast_buffers=False) in the config, or sync_estimates=True '
+            'in norm_cfg')
 
 
 def _learning_rates(optim_wrapper) -> Dict[int, float]:
