@@ -64,7 +64,7 @@ setup(
     license='Apache License 2.0',
     packages=find_packages(exclude=('configs', 'tools', 'tests', 'data')),
     include_package_data=True,
-    python_requires='>=3.8',
+    python_requires='>=3.9',
     install_requires=[
         'torch>=2.0',
         'mmcv>=2.0.0,<2.2.0',
@@ -81,7 +81,8 @@ setup(
     ],
     extras_require={
         # Triton: the GPU kernels, tested on CPU under TRITON_INTERPRET=1.
-        'tests': ['pytest', 'triton>=3.2; platform_system == "Linux"'],
+        'tests': ['pytest', 'flake8',
+                  'triton>=3.2; platform_system == "Linux"'],
         'triton': ['triton>=3.2'],
         'analysis': ['scikit-learn', 'matplotlib'],
         # tools/deploy/export_onnx.py, and TensorBoard logging

@@ -323,9 +323,8 @@ def test_cifar_resnet_depth_and_groups():
     bcn = [m for m in net.modules() if isinstance(m, BatchChannelNorm)]
     # stem + 2 convs per block (3 stages x 2 blocks) + 2 projections
     assert len(bcn) == 1 + 12 + 2
-    assert {(m.num_features, m.num_groups) for m in bcn} == {(16, 4),
-                                                            (32, 8),
-                                                            (64, 16)}
+    assert {(m.num_features, m.num_groups)
+            for m in bcn} == {(16, 4), (32, 8), (64, 16)}
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     ln = CifarResNet(8, norm_cfg=dict(type='GN', num_groups=1))
     assert {m.num_groups for m in ln.modules()
@@ -358,8 +357,8 @@ def test_load_cifar10_python_format(tmp_path):
     folder = write_fake_cifar(str(tmp_path))
     for path in (str(tmp_path), folder):
         train_x, train_y, test_x, test_y = load_cifar10(path)
-        assert train_x.shape == (50, 3, 32, 32) and test_x.shape == (10, 3,
-                                                                      32, 32)
+        assert train_x.shape == (50, 3, 32, 32)
+        assert test_x.shape == (10, 3, 32, 32)
         assert train_y.dtype == torch.long and len(test_y) == 10
         assert train_x.mean((0, 2, 3)).abs().max() < 1e-5
     train_x, train_y, _, test_y = load_cifar10(folder, 20, 4)

@@ -12,6 +12,8 @@ import torch
 from bcn_reference import randomize, reference_large_batch
 from mmbcn.cnn import BatchChannelNorm
 
+pytestmark = pytest.mark.slow
+
 BENCH = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
                  'benchmark')
 

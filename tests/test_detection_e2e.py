@@ -10,6 +10,8 @@ from dist_utils import free_port
 from mmbcn.datasets import generate_shapes_coco
 from tool_runner import REPO, load_tool, run
 
+pytestmark = pytest.mark.slow
+
 DEMO = osp.join(REPO, 'configs', 'mask_rcnn',
                 'mask-rcnn_r18_fpn_bcn-ws-all_demo.py')
 

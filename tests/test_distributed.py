@@ -10,6 +10,8 @@ from dist_utils import run_distributed
 from mmbcn import ops
 from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm
 
+pytestmark = pytest.mark.dist
+
 D = torch.float64
 # Unequal local batches: the combination must weight by element count.
 SPLITS = ([0, 1], [1, 4])

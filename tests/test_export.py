@@ -12,6 +12,8 @@ import mmbcn  # noqa: F401
 from mmbcn.cnn import BatchChannelNorm
 from mmbcn.ops import BACKENDS
 
+pytestmark = pytest.mark.slow
+
 
 def resnet():
     """An mmdet ResNet-18 with BCN (micro-batch estimates moved by a few

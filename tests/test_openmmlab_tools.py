@@ -16,6 +16,8 @@ from mmbcn.engine import UnsafeCheckpointError, load_weights_only
 from mmengine.logging import HistoryBuffer
 from tool_runner import REPO, load_tool, run
 
+pytestmark = pytest.mark.slow
+
 DET = osp.join(REPO, 'configs', 'mask_rcnn',
                'mask-rcnn_r18_fpn_bcn-ws-all_demo.py')
 SEG = osp.join(REPO, 'configs', 'deeplabv3',

@@ -149,7 +149,7 @@ def test_open_mmlab_urls_load_weights_only(tmp_path, server, cache,
 
 
 def test_train_refuses_a_remote_payload_in_load_from(tmp_path, server,
-                                                      cache):
+                                                     cache):
     marker = tmp_path / 'ran'
     server.files['/evil.pth'] = payload_bytes(str(marker))
     cfg = toy_config(tmp_path, load_from=server.url('/evil.pth'))

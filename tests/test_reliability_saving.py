@@ -117,7 +117,7 @@ def two_checkpoints(tmp_path):
 
 
 def test_resume_skips_a_truncated_newest_checkpoint(tmp_path,
-                                                     two_checkpoints):
+                                                    two_checkpoints):
     truncate(osp.join(work(tmp_path), 'iter_4.pth'))
     del STARTS[:]
     with pytest.warns(UserWarning, match=r'skipped 1 .*iter_4.pth.*'

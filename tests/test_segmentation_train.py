@@ -15,6 +15,8 @@ from dist_utils import free_port
 from mmbcn.datasets.voc_demo import CLASSES, VOID, prepare_voc_shapes
 from tool_runner import REPO, load_tool, run
 
+pytestmark = pytest.mark.slow
+
 DEMO = osp.join(REPO, 'configs', 'deeplabv3',
                 'deeplabv3_r18b-d16_syncbcn-ws_1xb4-1k_voc-shapes-'
                 '128x128_demo.py')

@@ -12,7 +12,8 @@ model = dict(
         norm_cfg=norm_cfg,
         norm_eval=False,  # BCN is no BatchNorm: its estimates keep learning
         init_cfg=dict(
-            type='Pretrained', checkpoint='checkpoints/r50_bcn-ws_imagenet.pth')),
+            type='Pretrained',
+            checkpoint='checkpoints/r50_bcn-ws_imagenet.pth')),
     neck=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg),
     roi_head=dict(
         bbox_head=dict(
