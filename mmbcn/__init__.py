@@ -18,11 +18,11 @@ except ModuleNotFoundError as error:
         raise
     __all__ = ['__version__']
 else:
+    from . import datasets  # noqa: F401  (registers the demo datasets)
+    from . import models  # noqa: F401  (registers BCNASPPHead in mmseg)
     from .cnn import (BatchChannelNorm, SyncBatchChannelNorm, WSConv2d,
                       standardize_weight)
     from .engine import BCNUpdateRateHook
-    from . import datasets  # noqa: F401  (registers the demo datasets)
-    from . import models  # noqa: F401  (registers BCNASPPHead in mmseg)
 
     __all__ = [
         'BatchChannelNorm', 'SyncBatchChannelNorm', 'WSConv2d',

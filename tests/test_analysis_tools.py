@@ -2,8 +2,8 @@
 """One-epoch smoke runs of the Fig. 1 and Fig. 3 tools, on the bundled
 digits and on CIFAR-10 in its python format."""
 import csv
-import math
 import importlib.util
+import math
 import os.path as osp
 
 import pytest

@@ -6,8 +6,8 @@ import copy
 import pytest
 import torch
 
-from bcn_reference import (ReferenceAlgorithm1, batch_statistics,
-                           randomize, reference_bcn, reference_large_batch)
+from bcn_reference import (ReferenceAlgorithm1, batch_statistics, randomize,
+                           reference_bcn, reference_large_batch)
 from mmbcn import ops
 from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm
 

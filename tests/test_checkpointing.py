@@ -56,8 +56,9 @@ def test_checkpointed_block_equals_plain_block(estimate, reentrant):
 def test_mmdet_resnet_with_cp_equals_without():
     """The micro-batch setting users turn with_cp on for: BCN estimates +
     WS in mmdet's ResNet."""
-    import mmbcn  # noqa: F401
     from mmdet.models.backbones import ResNet
+
+    import mmbcn  # noqa: F401
     torch.manual_seed(0)
     cfg = dict(depth=18, norm_cfg=dict(type='BCN', num_groups=8,
                                        estimate=True),

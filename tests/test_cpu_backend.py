@@ -3,12 +3,13 @@ it gives the Python reference's numbers in every mode, shape, dtype and
 thread count, and it is a real operator (torch.ops.mmbcn.*) for tracing,
 meta tensors and torch.compile. test_bcn.py runs the paper checks through
 every backend."""
-import contextlib
 import copy
 
 import pytest
 import torch
 
+from backend_steps import training_steps
+from backend_steps import use_backend as backend
 from bcn_reference import randomize, reference_bcn
 from mmbcn import ops
 from mmbcn.cnn import BatchChannelNorm
@@ -16,15 +17,6 @@ from mmbcn.cnn import BatchChannelNorm
 pytestmark = pytest.mark.skipif(
     ops.BACKENDS['cpu'].unavailable() is not None,
     reason=str(ops.BACKENDS['cpu'].unavailable()))
-
-
-@contextlib.contextmanager
-def backend(name):
-    previous = ops.set_backend(name)
-    try:
-        yield
-    finally:
-        ops.set_backend(previous)
 
 
 @pytest.fixture(autouse=True)
@@ -43,14 +35,7 @@ def rand(*shape, dtype=torch.float64, seed=1):
 
 
 def run(module, x, dy, steps=3):
-    """Outputs, gradients and buffers after ``steps`` training steps."""
-    params = list(module.parameters())
-    results = []
-    for _ in range(steps):
-        xi = x.clone().requires_grad_()
-        y = module(xi)
-        results += [y, *torch.autograd.grad(y, [xi, *params], dy)]
-    return results + [b.clone() for b in module.buffers()]
+    return training_steps(module, x, dy, steps)
 
 
 def both(module, x, dy, steps=3):

@@ -22,9 +22,12 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from mmbcn.models.official_checkpoint import (
-    ARCHITECTURES, OfficialCheckpointError, convert_official_checkpoint,
-    convert_state_dict, recognise_architecture, save_checkpoint)
+from mmbcn.models.official_checkpoint import (ARCHITECTURES,
+                                              OfficialCheckpointError,
+                                              convert_official_checkpoint,
+                                              convert_state_dict,
+                                              recognise_architecture,
+                                              save_checkpoint)
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO, 'tools', 'model_converters', 'official_bcn.py')

@@ -11,9 +11,9 @@ import sys
 
 import pytest
 import torch
+from mmengine.logging import HistoryBuffer
 
 from mmbcn.engine import UnsafeCheckpointError, load_weights_only
-from mmengine.logging import HistoryBuffer
 from tool_runner import REPO, load_tool, run
 
 pytestmark = pytest.mark.slow

@@ -5,14 +5,14 @@ Without a GPU its kernels run on CPU tensors in Triton's interpreter
 (TRITON_INTERPRET=1, set by conftest.py); on a GPU machine they run on
 CUDA tensors. Needs torch and Triton alone (tools/benchmark/gpu_check.sh
 runs it on a machine without OpenMMLab)."""
-import contextlib
 import copy
 
 import pytest
 import torch
 
-from bcn_reference import (ReferenceAlgorithm1, randomize,
-                           reference_large_batch)
+from backend_steps import training_steps
+from backend_steps import use_backend as backend
+from bcn_reference import ReferenceAlgorithm1, randomize, reference_large_batch
 from mmbcn import ops
 from mmbcn.ops import BatchChannelNorm, triton_backend
 
@@ -20,15 +20,6 @@ pytestmark = pytest.mark.skipif(
     ops.BACKENDS['triton'].unavailable() is not None,
     reason=str(ops.BACKENDS['triton'].unavailable()))
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
-
-
-@contextlib.contextmanager
-def backend(name):
-    previous = ops.set_backend(name)
-    try:
-        yield
-    finally:
-        ops.set_backend(previous)
 
 
 def layer(c=8, g=4, dtype=torch.float64, **kwargs):
@@ -44,14 +35,7 @@ def rand(*shape, dtype=torch.float64, seed=1, channels_last=False):
 
 
 def run(module, x, dy, steps=2):
-    """Outputs, gradients and buffers after ``steps`` steps."""
-    params = list(module.parameters())
-    results = []
-    for _ in range(steps):
-        xi = x.clone().requires_grad_()
-        y = module(xi)
-        results += [y, *torch.autograd.grad(y, [xi, *params], dy)]
-    return results + [b.clone() for b in module.buffers()]
+    return training_steps(module, x, dy, steps)
 
 
 def compare(module, x, dy, rtol, steps=2):

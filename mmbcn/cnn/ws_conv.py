@@ -10,10 +10,9 @@ Weight Standardization": each output channel's kernel is standardized over
 * ``'std'`` (the authors' DeepLabV3 model; mmcv's ``ConvWS``):
   :math:`\hat W = (W - \mu) / (\sigma_{unbiased} + \epsilon)`
 """
-from torch import Tensor, nn
-
 import torch
 from mmengine.registry import MODELS
+from torch import Tensor, nn
 
 WS_FORMULAS = ('var', 'std')
 

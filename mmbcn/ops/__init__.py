@@ -7,8 +7,8 @@ so the op can be used and benchmarked anywhere torch runs.
     from mmbcn.ops import batch_channel_norm, set_backend
 """
 from . import cpu_backend, python_backend, triton_backend
-from .backends import (BACKENDS, Backend, BackendError, describe,
-                       get_backend, register_backend, set_backend)
+from .backends import (BACKENDS, Backend, BackendError, describe, get_backend,
+                       register_backend, set_backend)
 from .batch_channel_norm import batch_channel_norm
 from .call import BATCH, ESTIMATE, FIXED, MODES
 from .layers import BatchChannelNorm, SyncBatchChannelNorm

@@ -12,8 +12,8 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from .distributed import all_reduce_means, all_reduce_moments
 from .call import ESTIMATE, FIXED, BCNCall
+from .distributed import all_reduce_means, all_reduce_moments
 from .moment_affine import batch_moments, bcn_coefficients, moment_affine
 
 

@@ -24,8 +24,8 @@ import time
 import torch
 
 import mmbcn  # noqa: F401  (registers WSConv, BCN)
-from mmbcn.analysis import (FourLayerConvNet, evaluate, load_data,
-                            train, write_report)
+from mmbcn.analysis import (FourLayerConvNet, evaluate, load_data, train,
+                            write_report)
 
 COLUMNS = ('sigma_mu', 'sigma_sigma', 'test_acc', 'final_loss', 'failed',
            'diverged')

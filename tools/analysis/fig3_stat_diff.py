@@ -23,8 +23,8 @@ import time
 import torch
 
 import mmbcn  # noqa: F401  (registers WSConv, BCN)
-from mmbcn.analysis import (CifarResNet, SingularityProbe, evaluate,
-                            load_data, train, write_report)
+from mmbcn.analysis import (CifarResNet, SingularityProbe, evaluate, load_data,
+                            train, write_report)
 
 VARIANTS = {
     'GN': (dict(type='GN'), None),
