@@ -16,9 +16,10 @@ DEMO = osp.join(REPO, 'tools', 'demo.py')
 
 
 def data_options(root, evaluator=True):
-    keys = ['train_dataloader.dataset.data_root',
-            'val_dataloader.dataset.data_root',
-            'test_dataloader.dataset.data_root']
+    keys = [
+        'train_dataloader.dataset.data_root',
+        'val_dataloader.dataset.data_root', 'test_dataloader.dataset.data_root'
+    ]
     options = [f'{k}={root}/' for k in keys] + [
         'train_dataloader.num_workers=0', 'val_dataloader.num_workers=0',
         'train_dataloader.persistent_workers=False',
@@ -36,13 +37,15 @@ def check_pictures(work):
             assert img.format == 'PNG' and min(img.size) > 200, name
 
 
+@pytest.mark.slow
 def test_detection_demo_trains_both_and_writes_table_and_pictures(tmp_path):
     data = tmp_path / 'shapes'
     generate_shapes_coco(str(data), sizes=dict(train=8, val=3))
     work = tmp_path / 'work'
     proc = run([
         sys.executable, DEMO, '--max-iters', '4', '--img-size', '96',
-        '--val-interval', '2', '--work-dir', str(work), '--cfg-options'
+        '--val-interval', '2', '--work-dir',
+        str(work), '--cfg-options'
     ] + data_options(data))
     summary = json.loads((work / 'results.json').read_text())
     assert summary['task'] == 'detection' and summary['concurrent']
@@ -75,14 +78,15 @@ def test_detection_demo_trains_both_and_writes_table_and_pictures(tmp_path):
         assert 'max_iters=4' in text
 
 
+@pytest.mark.slow
 def test_segmentation_demo_trains_both(tmp_path):
     work = tmp_path / 'work'
     run([
         sys.executable, DEMO, '--task', 'segmentation', '--max-iters', '2',
-        '--work-dir', str(work), '--cfg-options'
-    ] + data_options(tmp_path / 'voc', evaluator=False) + [
-        'train_dataloader.batch_size=2'
-    ])
+        '--work-dir',
+        str(work), '--cfg-options'
+    ] + data_options(tmp_path / 'voc', evaluator=False) +
+        ['train_dataloader.batch_size=2'])
     rows = json.loads((work / 'results.json').read_text())['runs']
     assert [r['name'] for r in rows] == ['SyncBCN+WS', 'GN+WS']
     for row in rows:
@@ -93,10 +97,19 @@ def test_segmentation_demo_trains_both(tmp_path):
 def test_schedule_follows_the_budget():
     demo = load_tool('demo')
     schedule = [
-        dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
-             end=50),
-        dict(type='MultiStepLR', by_epoch=False, begin=0, end=1000,
-             milestones=[800], gamma=0.1)
+        dict(
+            type='LinearLR',
+            start_factor=0.01,
+            by_epoch=False,
+            begin=0,
+            end=50),
+        dict(
+            type='MultiStepLR',
+            by_epoch=False,
+            begin=0,
+            end=1000,
+            milestones=[800],
+            gamma=0.1)
     ]
     warmup, steps = demo.scaled_schedule(schedule, 1000, 500)
     assert warmup['end'] == 50  # a warm-up keeps its length
@@ -104,5 +117,4 @@ def test_schedule_follows_the_budget():
     warmup, steps = demo.scaled_schedule(schedule, 1000, 4)
     assert warmup['end'] == 4 and steps['milestones'] == [3]
     with pytest.raises(ValueError, match='iteration-based'):
-        demo.scaled_schedule([dict(type='MultiStepLR', by_epoch=True)], 10,
-                             5)
+        demo.scaled_schedule([dict(type='MultiStepLR', by_epoch=True)], 10, 5)

@@ -37,20 +37,21 @@ HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(HERE)
 
 TASKS = {
-    'detection': dict(
+    'detection':
+    dict(
         runs={
             'bcn': ('BCN+WS',
                     'configs/mask_rcnn/mask-rcnn_r18_fpn_bcn-ws-all_demo.py'),
-            'gn': ('GN+WS',
-                   'configs/mask_rcnn/mask-rcnn_r18_fpn_gn-ws-all_demo.py'),
+            'gn':
+            ('GN+WS', 'configs/mask_rcnn/mask-rcnn_r18_fpn_gn-ws-all_demo.py'),
         },
         metrics=[('bbox mAP', 'coco/bbox_mAP'),
                  ('bbox mAP@50', 'coco/bbox_mAP_50'),
                  ('segm mAP', 'coco/segm_mAP'),
                  ('segm mAP@50', 'coco/segm_mAP_50')],
-        curves=[('coco/bbox_mAP', 'bbox mAP'), ('coco/segm_mAP',
-                                                'segm mAP')]),
-    'segmentation': dict(
+        curves=[('coco/bbox_mAP', 'bbox mAP'), ('coco/segm_mAP', 'segm mAP')]),
+    'segmentation':
+    dict(
         runs={
             'bcn': ('SyncBCN+WS', 'configs/deeplabv3/deeplabv3_r18b-d16_'
                     'syncbcn-ws_1xb4-1k_voc-shapes-128x128_demo.py'),
@@ -70,38 +71,66 @@ def parse_args(argv=None):
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--task', default='detection', choices=sorted(TASKS))
-    parser.add_argument('--work-dir', help='default: work_dirs/demo '
-                        '(work_dirs/demo_segmentation for segmentation)')
-    parser.add_argument('--max-iters', type=int,
-                        help="both runs' iterations (default: the config's); "
-                        'the lr schedule is scaled to it')
+    parser.add_argument(
+        '--work-dir',
+        help='default: work_dirs/demo '
+        '(work_dirs/demo_segmentation for segmentation)')
+    parser.add_argument(
+        '--max-iters',
+        type=int,
+        help="both runs' iterations (default: the config's); "
+        'the lr schedule is scaled to it')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--val-interval', type=int,
-                        help='validate every N iterations (default: 4 '
-                        'points per run) and at the end')
-    parser.add_argument('--img-size', type=int,
-                        help='detection: resize images to fit PX x PX '
-                        "(default: the config's)")
-    parser.add_argument('--runs', nargs='+', default=['bcn', 'gn'],
-                        choices=['bcn', 'gn'], help='which runs to train')
-    parser.add_argument('--sequential', action='store_true',
-                        help='train one run after the other (default: '
-                        'both at once, one thread each)')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='threads per run (default: 1 when the runs '
-                        'are concurrent, else torch\'s default)')
-    parser.add_argument('--cfg-options', nargs='+', default=[],
-                        metavar='K=V', help='config overrides for both runs '
-                        '(as tools/train.py)')
-    parser.add_argument('--bcn-cfg-options', nargs='+', default=[],
-                        metavar='K=V', help='config overrides for the BCN '
-                        'run only (e.g. custom_hooks.0.multiplier=0.1)')
-    parser.add_argument('--summarize', nargs='+', metavar='WORK_DIR',
-                        help='print mean +- std over the results.json of '
-                        'these finished demos (e.g. several seeds) and '
-                        'exit')
-    parser.add_argument('--worker', nargs=2, metavar=('RUN', 'CONFIG'),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--val-interval',
+        type=int,
+        help='validate every N iterations (default: 4 '
+        'points per run) and at the end')
+    parser.add_argument(
+        '--img-size',
+        type=int,
+        help='detection: resize images to fit PX x PX '
+        "(default: the config's)")
+    parser.add_argument(
+        '--runs',
+        nargs='+',
+        default=['bcn', 'gn'],
+        choices=['bcn', 'gn'],
+        help='which runs to train')
+    parser.add_argument(
+        '--sequential',
+        action='store_true',
+        help='train one run after the other (default: '
+        'both at once, one thread each)')
+    parser.add_argument(
+        '--threads',
+        type=int,
+        default=None,
+        help='threads per run (default: 1 when the runs '
+        'are concurrent, else torch\'s default)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=[],
+        metavar='K=V',
+        help='config overrides for both runs '
+        '(as tools/train.py)')
+    parser.add_argument(
+        '--bcn-cfg-options',
+        nargs='+',
+        default=[],
+        metavar='K=V',
+        help='config overrides for the BCN '
+        'run only (e.g. custom_hooks.0.multiplier=0.1)')
+    parser.add_argument(
+        '--summarize',
+        nargs='+',
+        metavar='WORK_DIR',
+        help='print mean +- std over the results.json of '
+        'these finished demos (e.g. several seeds) and '
+        'exit')
+    parser.add_argument(
+        '--worker', nargs=2, metavar=('RUN', 'CONFIG'), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.work_dir is None:
         args.work_dir = ('work_dirs/demo' if args.task == 'detection' else
@@ -155,8 +184,8 @@ def write_run_config(config: str, out_dir: str, args) -> str:
         f'train_cfg = dict(max_iters={max_iters}, '
         f'val_interval={val_interval})',
         'param_scheduler = ' + repr([
-            dict(s) for s in scaled_schedule(cfg.param_scheduler, old_max,
-                                             max_iters)
+            dict(s)
+            for s in scaled_schedule(cfg.param_scheduler, old_max, max_iters)
         ]),
         f'default_hooks = dict(checkpoint=dict(interval={max_iters}))',
         f'randomness = dict(seed={args.seed})',
@@ -224,7 +253,10 @@ def worker(args) -> None:
         max_iters=max_iters,
         seed=args.seed,
         threads=torch.get_num_threads(),
-        metrics={key: h[-1][1] for key, h in history.items()},
+        metrics={
+            key: h[-1][1]
+            for key, h in history.items()
+        },
         history=history,
         loss=loss,
         train_minutes=sum(times) / 60,
@@ -279,12 +311,13 @@ def launch(args, runs):
     if threads:
         env['OMP_NUM_THREADS'] = str(threads)
         env['MKL_NUM_THREADS'] = str(threads)
-    passed = ['--task', args.task, '--work-dir', args.work_dir, '--seed',
-              str(args.seed)]
+    passed = [
+        '--task', args.task, '--work-dir', args.work_dir, '--seed',
+        str(args.seed)
+    ]
     for flag in ('max_iters', 'val_interval', 'img_size'):
         if getattr(args, flag):
-            passed += [f'--{flag.replace("_", "-")}',
-                       str(getattr(args, flag))]
+            passed += [f'--{flag.replace("_", "-")}', str(getattr(args, flag))]
     if args.cfg_options:
         passed += ['--cfg-options'] + args.cfg_options
     if args.bcn_cfg_options:
@@ -296,11 +329,11 @@ def launch(args, runs):
         out_dir = osp.join(args.work_dir, run)
         os.makedirs(out_dir, exist_ok=True)
         log = open(osp.join(out_dir, 'train.log'), 'w')
-        cmd = [sys.executable, osp.abspath(__file__), '--worker', run,
-               config] + passed
+        cmd = [sys.executable,
+               osp.abspath(__file__), '--worker', run, config] + passed
         print(f'[{name}] training, log: {log.name}', flush=True)
-        procs[run] = (subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT), log)
+        procs[run] = (subprocess.Popen(
+            cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log)
 
     pending = list(runs)
     if concurrent:
@@ -327,9 +360,11 @@ def launch(args, runs):
                 start(pending.pop(0))
         if time.time() - last_report > 60 and procs:
             last_report = time.time()
-            print('  ' + ' | '.join(
-                f'{TASKS[args.task]["runs"][r][0]} {progress(log.name)}'
-                for r, (_, log) in procs.items()), flush=True)
+            print(
+                '  ' + ' | '.join(
+                    f'{TASKS[args.task]["runs"][r][0]} {progress(log.name)}'
+                    for r, (_, log) in procs.items()),
+                flush=True)
     results = []
     for run in runs:
         with open(osp.join(args.work_dir, run, 'result.json')) as f:
@@ -351,34 +386,38 @@ def table(results, task: str):
     """The results as markdown table lines and a JSON-able dict."""
     metrics = TASKS[task]['metrics']
     head = ['run'] + [m for m, _ in metrics] + [
-        'iterations', 'train min', 'total min', 'CPU min',
-        'peak memory (MiB)'
+        'iterations', 'train min', 'total min', 'CPU min', 'peak memory (MiB)'
     ]
-    lines = ['| ' + ' | '.join(head) + ' |',
-             '|' + ' --- |' * len(head)]
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
     rows = []
     for r in results:
         values = [r['metrics'].get(key) for _, key in metrics]
         scale = 100 if task == 'segmentation' else 1  # mmseg reports %
         cells = [r['name']] + [
-            '—' if v is None else
-            (f'{v:.2f}' if scale == 100 else f'{v:.3f}') for v in values
+            '—' if v is None else (f'{v:.2f}' if scale == 100 else f'{v:.3f}')
+            for v in values
         ] + [
             str(r['max_iters']), f'{r["train_minutes"]:.1f}',
-            f'{r["wall_minutes"]:.1f}',
-            f'{r["cpu_minutes"]:.1f}' if 'cpu_minutes' in r else '—',
-            f'{r["peak_memory_mib"]:.0f}'
+            f'{r["wall_minutes"]:.1f}', f'{r["cpu_minutes"]:.1f}'
+            if 'cpu_minutes' in r else '—', f'{r["peak_memory_mib"]:.0f}'
         ]
         lines.append('| ' + ' | '.join(cells) + ' |')
-        rows.append(dict(
-            name=r['name'], config=r['config'], seed=r['seed'],
-            iterations=r['max_iters'], threads=r['threads'],
-            **{key: r['metrics'].get(key) for _, key in metrics},
-            train_minutes=round(r['train_minutes'], 3),
-            total_minutes=round(r['wall_minutes'], 3),
-            cpu_minutes=round(r.get('cpu_minutes', float('nan')), 3),
-            peak_memory_mib=round(r['peak_memory_mib'], 1),
-            checkpoint=r['checkpoint']))
+        rows.append(
+            dict(
+                name=r['name'],
+                config=r['config'],
+                seed=r['seed'],
+                iterations=r['max_iters'],
+                threads=r['threads'],
+                **{
+                    key: r['metrics'].get(key)
+                    for _, key in metrics
+                },
+                train_minutes=round(r['train_minutes'], 3),
+                total_minutes=round(r['wall_minutes'], 3),
+                cpu_minutes=round(r.get('cpu_minutes', float('nan')), 3),
+                peak_memory_mib=round(r['peak_memory_mib'], 1),
+                checkpoint=r['checkpoint']))
     return lines, rows
 
 
@@ -396,9 +435,13 @@ def summarize(work_dirs):
     names = [r['name'] for r in summaries[0]['runs']]
     seeds = [s['seed'] for s in summaries]
     values = {
-        name: {key: np.array([[r for r in s['runs'] if r['name'] == name][0]
-                              [key] for s in summaries], dtype=float)
-               for _, key in metrics}
+        name: {
+            key:
+            np.array([[r for r in s['runs'] if r['name'] == name][0][key]
+                      for s in summaries],
+                     dtype=float)
+            for _, key in metrics
+        }
         for name in names
     }
 
@@ -408,9 +451,11 @@ def summarize(work_dirs):
         std = v.std(ddof=1) if len(v) > 1 else float('nan')
         return f'{v.mean():.{digits}f} ± {std:.{digits}f}'
 
-    lines = [f'seeds {seeds}, mean ± std (sample):', '',
-             '| run | ' + ' | '.join(m for m, _ in metrics) + ' |',
-             '|' + ' --- |' * (len(metrics) + 1)]
+    lines = [
+        f'seeds {seeds}, mean ± std (sample):', '',
+        '| run | ' + ' | '.join(m for m, _ in metrics) + ' |',
+        '|' + ' --- |' * (len(metrics) + 1)
+    ]
     for name in names:
         lines.append(f'| {name} | ' + ' | '.join(
             cell(values[name][key], key) for _, key in metrics) + ' |')
@@ -418,8 +463,7 @@ def summarize(work_dirs):
         a, b = names
         lines.append(f'| {a} − {b} (paired) | ' + ' | '.join(
             cell(values[a][key] - values[b][key], key)
-            for _, key in metrics) +
-            ' |')
+            for _, key in metrics) + ' |')
     return lines
 
 
@@ -433,8 +477,8 @@ def plot_curves(results, task: str, path: str) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
     curves = TASKS[task]['curves']
-    fig, axes = plt.subplots(1, 1 + len(curves),
-                             figsize=(4.6 * (1 + len(curves)), 3.6))
+    fig, axes = plt.subplots(
+        1, 1 + len(curves), figsize=(4.6 * (1 + len(curves)), 3.6))
     for r in results:
         colour = COLOURS[r['run']]
         loss = np.asarray(r['loss'], dtype=float)
@@ -442,8 +486,7 @@ def plot_curves(results, task: str, path: str) -> None:
         window = max(1, min(25, len(loss) // 10))
         smooth = np.convolve(loss, np.ones(window) / window, mode='valid')
         axes[0].plot(steps, loss, color=colour, alpha=0.15, lw=0.6)
-        axes[0].plot(steps[window - 1:], smooth, color=colour,
-                     label=r['name'])
+        axes[0].plot(steps[window - 1:], smooth, color=colour, label=r['name'])
         for ax, (key, label) in zip(axes[1:], curves):
             points = r['history'].get(key, [])
             if points:
@@ -459,8 +502,10 @@ def plot_curves(results, task: str, path: str) -> None:
     for ax in axes:
         ax.legend()
     seed = results[0]['seed']
-    fig.suptitle(f'{task}: same data, model, schedule and seed ({seed}); '
-                 'only the normalization differs', fontsize=10)
+    fig.suptitle(
+        f'{task}: same data, model, schedule and seed ({seed}); '
+        'only the normalization differs',
+        fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -489,11 +534,17 @@ def _draw_instances(ax, img, instances, classes, palette):
     ax.imshow(canvas.astype(np.uint8))
     for label, (x, y, w, h), _, score in instances:
         colour = np.array(palette[label]) / 255
-        ax.add_patch(Rectangle((x, y), w, h, fill=False, lw=1.3,
-                               edgecolor=colour))
+        ax.add_patch(
+            Rectangle((x, y), w, h, fill=False, lw=1.3, edgecolor=colour))
         text = classes[label] + ('' if score is None else f' {score:.2f}')
-        ax.text(x, y - 1, text, fontsize=6, color='white', va='bottom',
-                bbox=dict(facecolor=colour, alpha=0.8, pad=0.6, lw=0))
+        ax.text(
+            x,
+            y - 1,
+            text,
+            fontsize=6,
+            color='white',
+            va='bottom',
+            bbox=dict(facecolor=colour, alpha=0.8, pad=0.6, lw=0))
 
 
 def plot_predictions(results, args, path: str) -> None:
@@ -508,17 +559,18 @@ def plot_predictions(results, args, path: str) -> None:
     ]
     count = len({k.split('_')[0] for k in preds[0].files})
     cols = 1 + len(results)
-    fig, axes = plt.subplots(count, cols, figsize=(2.6 * cols, 2.6 * count),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        count, cols, figsize=(2.6 * cols, 2.6 * count), squeeze=False)
     if args.task == 'detection':
         from mmbcn.datasets.coco_demo import CLASSES, ShapesCocoDataset
         palette = ShapesCocoDataset.METAINFO['palette']
         from mmengine.config import Config
-        cfg = Config.fromfile(osp.join(args.work_dir, results[0]['run'],
-                                       'demo_config.py'))
+        cfg = Config.fromfile(
+            osp.join(args.work_dir, results[0]['run'], 'demo_config.py'))
         gt = _ground_truth_instances(cfg.val_evaluator.ann_file)
     else:
-        from mmbcn.datasets.voc_demo import CLASSES, PALETTE as palette
+        from mmbcn.datasets.voc_demo import CLASSES
+        from mmbcn.datasets.voc_demo import PALETTE as palette
     for i in range(count):
         img_path = str(preds[0][f'{i}_path'])
         img = np.asarray(Image.open(img_path).convert('RGB'))
@@ -533,15 +585,14 @@ def plot_predictions(results, args, path: str) -> None:
                 else:
                     p = preds[j - 1]
                     inst = [(int(lab), (b[0], b[1], b[2] - b[0], b[3] - b[1]),
-                             m, float(s))
-                            for lab, b, m, s in zip(
-                                p[f'{i}_labels'], p[f'{i}_bboxes'],
-                                p[f'{i}_masks'], p[f'{i}_scores'])]
+                             m, float(s)) for lab, b, m, s in zip(
+                                 p[f'{i}_labels'], p[f'{i}_bboxes'],
+                                 p[f'{i}_masks'], p[f'{i}_scores'])]
                 _draw_instances(ax, img, inst, CLASSES, palette)
             else:
                 if j == 0:
-                    seg = np.asarray(Image.open(
-                        str(preds[0][f'{i}_seg_path'])))
+                    seg = np.asarray(
+                        Image.open(str(preds[0][f'{i}_seg_path'])))
                 else:
                     seg = preds[j - 1][f'{i}_seg']
                 colours = np.zeros((256, 3))
@@ -551,8 +602,9 @@ def plot_predictions(results, args, path: str) -> None:
                 blend[seg == 0] = img[seg == 0]
                 ax.imshow(blend.astype(np.uint8))
             if i == 0:
-                ax.set_title('ground truth' if j == 0 else
-                             results[j - 1]['name'], fontsize=9)
+                ax.set_title(
+                    'ground truth' if j == 0 else results[j - 1]['name'],
+                    fontsize=9)
     what = (f'detections with score >= {SCORE_THR}'
             if args.task == 'detection' else 'predicted classes')
     fig.suptitle(f'validation images: {what}', fontsize=9)
@@ -564,8 +616,9 @@ def plot_predictions(results, args, path: str) -> None:
 # ------------------------------------------------------------------- main
 def prepare_data(task: str, options) -> None:
     """Generate the bundled data once, before the runs start."""
-    import mmbcn  # noqa: F401
     from mmengine.config import Config, DictAction
+
+    import mmbcn  # noqa: F401
     from mmbcn.engine import prepare_and_check_data
     cfg = Config.fromfile(osp.join(REPO, TASKS[task]['runs']['bcn'][1]))
     cfg.merge_from_dict({
@@ -591,16 +644,18 @@ def main(argv=None):
     results = launch(args, runs)
     minutes = (time.time() - start) / 60
     lines, rows = table(results, args.task)
-    summary = dict(task=args.task, seed=args.seed,
-                   concurrent=not args.sequential and len(runs) > 1,
-                   total_minutes=round(minutes, 3), runs=rows)
+    summary = dict(
+        task=args.task,
+        seed=args.seed,
+        concurrent=not args.sequential and len(runs) > 1,
+        total_minutes=round(minutes, 3),
+        runs=rows)
     with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
         f.write('\n'.join(lines) + '\n')
     with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
         json.dump(summary, f, indent=1)
     plot_curves(results, args.task, osp.join(args.work_dir, 'curves.png'))
-    plot_predictions(results, args,
-                     osp.join(args.work_dir, 'predictions.png'))
+    plot_predictions(results, args, osp.join(args.work_dir, 'predictions.png'))
     print(f'\n== mmbcn demo: {args.task}, seed {args.seed}, '
           f'{minutes:.1f} min in all ==')
     print('\n'.join(lines))
