@@ -195,3 +195,16 @@ def test_only_input_saved_for_backward():
             lambda t: saved.append(t) or t, lambda t: t):
         m(x)
     assert sum(t.numel() for t in saved) == x.numel()
+
+
+def test_tracing_takes_the_reference():
+    """jit.trace cannot see Triton launches: auto takes the python backend
+    while tracing, and a forced triton backend refuses."""
+    m = layer(8, 4, torch.float32).eval()
+    x = rand(2, 8, 5, 5, dtype=torch.float32)
+    traced = torch.jit.trace(m, x, check_trace=False)
+    other = rand(2, 8, 5, 5, dtype=torch.float32, seed=4) * 2
+    torch.testing.assert_close(traced(other), m(other))
+    with backend('triton'), pytest.raises(ops.BackendError,
+                                          match='tracers'):
+        torch.jit.trace(m, x, check_trace=False)

@@ -60,6 +60,9 @@ def refuse(call: BCNCall) -> Optional[str]:
         return 'TRITON_INTERPRET=1 is set: it runs CPU tensors only'
     if call.x.dim() < 3 or call.x.numel() == 0:
         return 'it needs a non-empty (N, C, L, ...) input'
+    if torch._C._get_tracing_state() or torch.compiler.is_compiling():
+        return ('tracers and torch.compile record PyTorch operations, and '
+                'its kernels are not one (the python backend is)')
     if call.synchronized and call.mode == BATCH:
         return ('it synchronizes Algorithm 1\'s estimates across processes '
                 'but not yet the large-batch statistics of SyncBCN (the '
