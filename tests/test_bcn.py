@@ -250,21 +250,41 @@ def test_large_offset_small_spread_is_stable():
     assert (y32.double() - y64).abs().max() < 1e-2
 
 
-def test_channels_last_and_state_dict_round_trip(backend):
+def test_channels_last_forward_and_backward(backend):
     if backend == 'cpu':
         pytest.skip('the cpu backend serves contiguous input (refusal '
                     'tested in test_backends.py)')
-    layer = make(dtype=torch.float32)
     x = rand(2, 8, 6, 6, dtype=torch.float32)
-    y = layer(x.contiguous(memory_format=torch.channels_last))
+    dy = rand(2, 8, 6, 6, dtype=torch.float32, seed=2)
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        layer = make(dtype=torch.float32)
+        xi = x.clone(memory_format=fmt).requires_grad_()
+        y = layer(xi)
+        y.backward(dy.contiguous(memory_format=fmt))
+        assert y.is_contiguous(memory_format=fmt)
+        results.append([y, xi.grad] + [p.grad for p in params(layer)] +
+                       [layer.running_mean, layer.running_var])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+def test_state_dict_round_trip_restores_the_statistics():
+    """Loaded running statistics are what evaluation normalizes with."""
+    trained = make(dtype=torch.float32)
+    trained(rand(4, 8, 5, 5, dtype=torch.float32, loc=2.0, scale=3.0))
     fresh = BatchChannelNorm(8, 4)
-    fresh.load_state_dict(make(dtype=torch.float32).state_dict())
-    torch.testing.assert_close(fresh(x), make(dtype=torch.float32)(x))
-    torch.testing.assert_close(y, make(dtype=torch.float32)(x))
+    fresh.load_state_dict(trained.state_dict())
     assert set(fresh.state_dict()) == {
         'weight', 'bias', 'batch_weight', 'batch_bias', 'running_mean',
         'running_var', 'num_batches_tracked'
     }
+    x = rand(2, 8, 6, 6, dtype=torch.float32)
+    expected = reference_bcn(x, trained.running_mean, trained.running_var,
+                             trained.batch_weight, trained.batch_bias,
+                             trained.weight, trained.bias, 4)
+    torch.testing.assert_close(fresh.eval()(x), expected)
+    assert not torch.allclose(BatchChannelNorm(8, 4).eval()(x), expected)
 
 
 def test_autocast_keeps_statistics_in_float32(backend):
