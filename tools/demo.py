@@ -62,7 +62,7 @@ TASKS = {
         curves=[('mIoU', 'mIoU')]),
 }
 SHOW_IMAGES = 4  # validation images in predictions.png (the first ones)
-SCORE_THR = 0.5  # detections drawn in predictions.png
+SCORE_THR = 0.3  # detections drawn in predictions.png
 
 
 # --------------------------------------------------------------- arguments
