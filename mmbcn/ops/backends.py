@@ -56,17 +56,19 @@ class Backend:
     def refusal(self, call: BCNCall) -> Optional[str]:
         """Why this backend cannot serve ``call`` (``None``: it can)."""
         x = call.x
-        if x.device.type not in self.devices:
-            return (f'it serves {"/".join(self.devices)} tensors, got '
-                    f'{x.device.type}')
+        device = x.device.type
+        if device not in self.devices:
+            return f'it serves {"/".join(self.devices)} tensors, got {device}'
+
         if x.dtype not in self.dtypes:
             names = ', '.join(str(d).replace('torch.', '')
                               for d in self.dtypes)
             return f'it serves {names}, got {x.dtype}'
         if self.same_dtype:
-            for name in ('batch_weight', 'weight', 'running_mean',
-                         'running_var'):
-                t = getattr(call, name)
+            for name, t in (('batch_weight', call.batch_weight),
+                            ('weight', call.weight),
+                            ('running_mean', call.running_mean),
+                            ('running_var', call.running_var)):
                 if t.dtype != x.dtype:
                     return (f'{name} is {t.dtype} and the input {x.dtype}; '
                             'it needs one dtype')

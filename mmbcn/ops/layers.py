@@ -162,8 +162,11 @@ class BatchChannelNorm(nn.Module):
                 f'{self.num_features}, *), got {tuple(x.shape)}')
         mode = self.mode
         rate = self.update_rate if self.estimate else self.momentum
-        buffers = (self.running_mean, self.running_var,
-                   self.num_batches_tracked)
+        # The module's dicts rather than attribute access: this runs on
+        # every call, and on small maps the Python around the kernel counts.
+        params, buffers = self._parameters, self._buffers
+        buffers = (buffers['running_mean'], buffers['running_var'],
+                   buffers['num_batches_tracked'])
         if mode != FIXED:
             self._check_training_input(x)
             if _recomputing():
@@ -182,10 +185,11 @@ class BatchChannelNorm(nn.Module):
                 check_same_layer(self._layer_id, self.num_features,
                                  self.process_group)
                 self._layer_checked = True
-        return batch_channel_norm(x, *buffers, self.batch_weight,
-                                  self.batch_bias, self.weight, self.bias,
-                                  self.num_groups, mode, rate, self.eps,
-                                  self._sync, self.process_group)
+        return batch_channel_norm(x, *buffers, params['batch_weight'],
+                                  params['batch_bias'], params['weight'],
+                                  params['bias'], self.num_groups, mode,
+                                  rate, self.eps, self._sync,
+                                  self.process_group)
 
     def _check_training_input(self, x: Tensor) -> None:
         if self.estimate:
