@@ -145,3 +145,17 @@ def test_op_validates_mode_and_rate():
         ops.batch_channel_norm(*args, mode='train')
     with pytest.raises(ValueError, match="needs Algorithm 1's rate"):
         ops.batch_channel_norm(*args, mode='estimate')
+
+
+def test_auto_says_when_the_native_kernel_is_missing(requested,
+                                                     monkeypatch):
+    """Without the built kernel, auto runs the reference and says so once
+    instead of falling back in silence."""
+    from mmbcn.ops import cpu_backend
+    requested('auto')
+    monkeypatch.setattr(cpu_backend, '_bcn_cpu', None)
+    monkeypatch.setattr(cpu_backend, '_IMPORT_ERROR', 'not built here')
+    monkeypatch.setattr(backends, '_warned', set())
+    x = torch.randn(2, 4, 3, 3)
+    with pytest.warns(UserWarning, match="'cpu' is unavailable.*not built"):
+        assert backends.select(call(x)).name == 'python'

@@ -14,6 +14,7 @@ its own availability (a compiled extension, Triton). Selection:
   naming the backend and the reason: it never falls back silently.
 """
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
@@ -140,9 +141,26 @@ def select(call: BCNCall) -> Backend:
         return backend
     for candidate in _auto_order(call.x.device.type):
         backend = BACKENDS.get(candidate)
-        if backend is not None and backend.refusal(call) is None:
+        if backend is None:
+            continue
+        if backend.refusal(call) is None:
             return backend
+        _warn_unavailable(backend)
     return BACKENDS['python']
+
+
+_warned = set()
+
+
+def _warn_unavailable(backend: Backend) -> None:
+    """Say once that ``auto`` would have taken ``backend`` but cannot run
+    it here at all (e.g. the CPU kernel was not built), rather than
+    falling back to the reference in silence."""
+    reason = backend.unavailable()
+    if reason is not None and backend.name not in _warned:
+        _warned.add(backend.name)
+        warnings.warn(f"mmbcn: BCN backend '{backend.name}' is unavailable, "
+                      f'BCN runs the slower python reference: {reason}')
 
 
 def _auto_order(device: str) -> Tuple[str, ...]:

@@ -99,10 +99,9 @@ class _Plan:
     def __init__(self, x: Tensor):
         n, c = x.shape[:2]
         length = x[0, 0].numel()
-        self.view = x.view(n, c, length) if x.is_contiguous() else \
-            x.permute(0, 2, 3, 1).reshape(n, length, c).transpose(1, 2)
         self.n, self.c, self.length = n, c, length
-        channels_fast = self.view.stride(1) == 1 and length > 1
+        # channels_last: C is the fastest dimension, tiles run along it.
+        channels_fast = not x.is_contiguous() and length > 1
         if channels_fast:
             self.block_c = min(triton.next_power_of_2(c), 128)
             self.block_l = max(1, min(TILE // self.block_c,
