@@ -1,6 +1,11 @@
+"""Fixtures shared by the test files: the repository root and the BCN
+helpers of tests/helpers/backend_steps.py (which processes started by a
+test import directly, where fixtures do not reach)."""
 import os
+import pathlib
 import sys
 
+import pytest
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -10,3 +15,25 @@ sys.path[:0] = [HERE, os.path.join(HERE, 'helpers')]
 # Triton's interpreter, which reads this before Triton is imported.
 if not torch.cuda.is_available():
     os.environ.setdefault('TRITON_INTERPRET', '1')
+
+from backend_steps import random_bcn, seeded_randn  # noqa: E402
+
+
+@pytest.fixture(scope='session')
+def repo_root():
+    """The repository root (configs/, tools/, tests/)."""
+    return pathlib.Path(HERE).parent
+
+
+@pytest.fixture
+def bcn():
+    """``bcn(c=8, g=4, dtype=float64, seed=0, cls=None, **kwargs)``: a BCN
+    layer with non-trivial affines and statistics."""
+    return random_bcn
+
+
+@pytest.fixture
+def randn():
+    """``randn(*shape, dtype=float64, seed=1, loc=0, scale=1)``: seeded
+    random tensors."""
+    return seeded_randn

@@ -1,11 +1,31 @@
-"""Shared by the backend tests: force a backend for a block, and record a
-layer's outputs, gradients and buffers over training steps. Needs torch
-alone (the Triton tests run on a GPU machine without OpenMMLab)."""
+"""Shared by the BCN tests: a layer with non-trivial affines and
+statistics, seeded random inputs, forcing a backend for a block, and
+recording a layer's outputs, gradients and buffers over training steps.
+Needs torch alone (the Triton tests run on a GPU machine without
+OpenMMLab)."""
 import contextlib
 
 import torch
 
+from bcn_reference import randomize
 from mmbcn import ops
+
+
+def random_bcn(c=8, g=4, dtype=torch.float64, seed=0, cls=None,
+               device='cpu', **kwargs):
+    """``cls`` (default BatchChannelNorm)(c, g, **kwargs) with the
+    affines and statistics of ``randomize(layer, seed)``."""
+    layer = (cls or ops.BatchChannelNorm)(c, g, **kwargs)
+    return randomize(layer.to(device, dtype), seed)
+
+
+def seeded_randn(*shape, dtype=torch.float64, seed=1, loc=0.0, scale=1.0,
+                 device='cpu'):
+    """``loc + scale * randn(shape)`` from its own generator: the same
+    numbers in every test, process and order of tests."""
+    gen = torch.Generator().manual_seed(seed)
+    x = loc + scale * torch.randn(*shape, generator=gen, dtype=dtype)
+    return x.to(device)
 
 
 @contextlib.contextmanager
