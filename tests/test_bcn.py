@@ -6,6 +6,9 @@ import copy
 import pytest
 import torch
 
+from backend_steps import random_bcn as make
+from backend_steps import seeded_randn as rand
+from backend_steps import use_backend
 from bcn_reference import (ReferenceAlgorithm1, batch_statistics, randomize,
                            reference_bcn, reference_large_batch)
 from mmbcn import ops
@@ -23,15 +26,6 @@ def backend(request):
     previous = ops.set_backend(request.param)
     yield request.param
     ops.set_backend(previous)
-
-
-def make(c=8, g=4, dtype=D, seed=0, **kwargs):
-    return randomize(BatchChannelNorm(c, g, **kwargs).to(dtype), seed)
-
-
-def rand(*shape, dtype=D, seed=1, loc=0.0, scale=1.0):
-    gen = torch.Generator().manual_seed(seed)
-    return loc + scale * torch.randn(*shape, generator=gen, dtype=dtype)
 
 
 def grads(out, inputs, dy):
@@ -250,19 +244,36 @@ def test_large_offset_small_spread_is_stable():
     assert (y32.double() - y64).abs().max() < 1e-2
 
 
-def test_channels_last_forward_and_backward(backend):
-    if backend == 'cpu':
-        pytest.skip('the cpu backend serves contiguous input (refusal '
-                    'tested in test_backends.py)')
+CL = torch.channels_last
+
+
+@pytest.mark.parametrize('estimate', [False, True])
+@pytest.mark.parametrize('x_format,dy_format', [(CL, CL), (CL, None),
+                                                (None, CL)],
+                         ids=['x_and_dy', 'x', 'dy'])
+def test_channels_last_forward_and_backward(backend, estimate, x_format,
+                                            dy_format):
+    """Input and output gradient in channels_last (a network in that
+    format, or a channels_last layer after this one) give the output,
+    the gradients of the input and all four affines, and the statistics
+    of contiguous tensors. The cpu kernel serves contiguous input only
+    (refusal tested in test_backends.py): there a channels_last input
+    runs under auto, which hands it to the reference."""
     x = rand(2, 8, 6, 6, dtype=torch.float32)
     dy = rand(2, 8, 6, 6, dtype=torch.float32, seed=2)
+    kwargs = dict(estimate=True, update_rate=0.3) if estimate else {}
+    formats = [(torch.contiguous_format, torch.contiguous_format),
+               (x_format or torch.contiguous_format,
+                dy_format or torch.contiguous_format)]
     results = []
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        layer = make(dtype=torch.float32)
-        xi = x.clone(memory_format=fmt).requires_grad_()
-        y = layer(xi)
-        y.backward(dy.contiguous(memory_format=fmt))
-        assert y.is_contiguous(memory_format=fmt)
+    for x_fmt, dy_fmt in formats:
+        layer = make(dtype=torch.float32, **kwargs)
+        xi = x.clone(memory_format=x_fmt).requires_grad_()
+        with use_backend('auto' if backend == 'cpu' and x_fmt == CL else
+                         backend):
+            y = layer(xi)
+            y.backward(dy.contiguous(memory_format=dy_fmt))
+        assert y.is_contiguous(memory_format=x_fmt)
         results.append([y, xi.grad] + [p.grad for p in params(layer)] +
                        [layer.running_mean, layer.running_var])
     for a, b in zip(*results):
@@ -303,14 +314,10 @@ def test_autocast_keeps_statistics_in_float32(backend):
     y.float().sum().backward()
 
 
-def test_sync_bcn_equals_bcn_on_one_process():
-    x = rand(4, 8, 5, 5, dtype=torch.float32)
-    a = make(dtype=torch.float32)
-    b = SyncBatchChannelNorm(8, 4)
-    b.load_state_dict(a.state_dict())
-    torch.testing.assert_close(a(x), b(x))
-    torch.testing.assert_close(a.running_var, b.running_var)
-    with pytest.raises(ValueError, match='sync_estimates=False'):
+def test_sync_bcn_refuses_unsynchronized_estimates():
+    """SyncBCN against BCN needs several processes (test_distributed.py):
+    on one process both take the same path."""
+    with pytest.raises(ValueError, match="type='BCN' with sync_estimates"):
         SyncBatchChannelNorm(8, 4, estimate=True, sync_estimates=False)
 
 
