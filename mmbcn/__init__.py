@@ -2,8 +2,25 @@
 """Batch-Channel Normalization and Weight Standardization for OpenMMLab.
 
 ``import mmbcn`` (or ``custom_imports=dict(imports=['mmbcn'])`` in a config)
-registers ``BCN``, ``SyncBCN``, ``WSConv`` and ``BCNUpdateRateHook`` into the
-registries that mmcv, mmdet and mmseg build from.
+registers into the registries that mmcv, mmdet and mmseg build from:
+
+* the layers ``BCN``, ``SyncBCN`` and ``WSConv``;
+* the hooks ``BCNUpdateRateHook``, ``WeightsOnlyCheckpointHook``,
+  ``SafeCheckpointHook`` and ``SingularityHook``, the CPU model wrapper and
+  the weights-only checkpoint loaders.
+
+It imports neither mmdet nor mmseg, nor the analysis experiments
+(:mod:`mmbcn.analysis`). What needs mmdet or mmseg is registered by the
+module a config names beside ``mmbcn`` in ``custom_imports``:
+
+* ``mmbcn.datasets.coco_demo``: ``ShapesCocoDataset`` (mmdet), the bundled
+  detection demo data;
+* ``mmbcn.datasets.voc_demo``: ``VOCShapesDataset`` and the
+  ``CheckSegMapSize`` transform (mmseg);
+* ``mmbcn.models``: ``BCNASPPHead``, the authors' DeepLabV3 head (mmseg).
+
+For example ``custom_imports = dict(imports=['mmbcn',
+'mmbcn.datasets.voc_demo'], allow_failed_imports=False)``.
 
 The op alone, :mod:`mmbcn.ops` (``batch_channel_norm`` and its backends),
 needs only torch: where mmengine is not installed (a bare GPU machine for
@@ -18,8 +35,6 @@ except ModuleNotFoundError as error:
         raise
     __all__ = ['__version__']
 else:
-    from . import datasets  # noqa: F401  (registers the demo datasets)
-    from . import models  # noqa: F401  (registers BCNASPPHead in mmseg)
     from .cnn import (BatchChannelNorm, SyncBatchChannelNorm, WSConv2d,
                       standardize_weight)
     from .engine import BCNUpdateRateHook

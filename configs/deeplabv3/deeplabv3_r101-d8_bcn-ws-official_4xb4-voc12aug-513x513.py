@@ -10,7 +10,9 @@
 # after normalization to 513x513, PIL decoding.
 _base_ = 'mmseg::deeplabv3/deeplabv3_r101-d8_4xb4-20k_voc12aug-512x512.py'
 
-custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmbcn', 'mmbcn.models'],  # BCNASPPHead
+    allow_failed_imports=False)
 
 crop_size = (513, 513)
 norm_cfg = dict(type='BCN', num_groups=32)

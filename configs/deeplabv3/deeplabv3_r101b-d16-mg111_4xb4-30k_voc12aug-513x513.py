@@ -14,7 +14,9 @@
 # Single-scale testing without flip, at mmseg's scale, as upstream.
 _base_ = 'mmseg::deeplabv3/deeplabv3_r101-d8_4xb4-20k_voc12aug-512x512.py'
 
-custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmbcn', 'mmbcn.datasets.voc_demo'],  # CheckSegMapSize
+    allow_failed_imports=False)
 
 crop_size = (513, 513)
 model = dict(

@@ -7,6 +7,10 @@
 # iterations were chosen for both from short runs (docs/demo.md).
 _base_ = './mask-rcnn_r50_fpn_bcn-ws-all_2x_coco.py'
 
+custom_imports = dict(
+    imports=['mmbcn', 'mmbcn.datasets.coco_demo'],  # ShapesCocoDataset
+    allow_failed_imports=False)
+
 data_root = 'data/shapes_coco/'
 num_classes = 3
 channels = 128

@@ -1,14 +1,19 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
 """Log how close a model is to elimination singularities while it trains
 (paper Sec. 2: StatDiff, Eq. 8 and Fig. 3; dead and under-represented
-channels, Eq. 4 and Fig. 2)."""
-from typing import Dict, Optional
+channels, Eq. 4 and Fig. 2).
+
+The measurements live in :mod:`mmbcn.analysis`, imported when training
+starts, so that registering the hook (``import mmbcn``) does not load the
+analysis experiments."""
+from typing import TYPE_CHECKING, Dict, Optional
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from ..analysis.norm_probe import SingularityProbe, find_norm_layers
+if TYPE_CHECKING:
+    from ..analysis.norm_probe import SingularityProbe
 
 
 @HOOKS.register_module()
@@ -66,9 +71,10 @@ class SingularityHook(Hook):
         self.by_epoch = by_epoch
         self.momentum = momentum
         self.scale_ratio = scale_ratio
-        self.probe: Optional[SingularityProbe] = None
+        self.probe: Optional['SingularityProbe'] = None
 
     def before_train(self, runner) -> None:
+        from ..analysis.norm_probe import SingularityProbe, find_norm_layers
         model = runner.model
         if is_model_wrapper(model):
             model = model.module

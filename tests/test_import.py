@@ -1,0 +1,96 @@
+"""``import mmbcn`` registers the layers, hooks and checkpoint loaders without
+importing mmdet, mmseg or the analysis experiments; the modules a config
+names in ``custom_imports`` register the demo datasets and the mmseg head.
+
+Each check runs in a fresh interpreter: this process has imported
+everything already."""
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tool_runner import REPO
+
+HEAVY = ('mmdet', 'mmseg', 'mmbcn.analysis', 'mmbcn.datasets',
+         'mmbcn.models')
+
+
+def run_python(code):
+    """Run ``code`` in a fresh interpreter at the repository root; return
+    the JSON it prints last."""
+    done = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_import_mmbcn_is_light_and_registers_layers_and_hooks():
+    out = run_python(f"""
+        import json, sys
+        import mmbcn
+        from mmengine.registry import HOOKS, MODEL_WRAPPERS, MODELS
+        from mmengine.runner.checkpoint import CheckpointLoader
+        from mmbcn.engine.checkpoint_schemes import LOADERS
+        loaded = [m for m in {HEAVY!r} if m in sys.modules]
+        models = {{n: MODELS.get(n).__name__
+                  for n in ('BCN', 'SyncBCN', 'WSConv')}}
+        hooks = [n for n in ('BCNUpdateRateHook', 'WeightsOnlyCheckpointHook',
+                             'SafeCheckpointHook', 'SingularityHook')
+                 if HOOKS.get(n) is not None]
+        wrappers = [n for n in ('CPUDistributedDataParallel',)
+                    if MODEL_WRAPPERS.get(n) is not None]
+        schemes = [p for p, f in LOADERS.items()
+                   if CheckpointLoader._schemes.get(p) is f]
+        print(json.dumps(dict(loaded=loaded, models=models, hooks=hooks,
+                              wrappers=wrappers, schemes=schemes,
+                              expected_schemes=list(LOADERS))))
+    """)
+    assert out['loaded'] == []
+    assert out['models'] == dict(BCN='BatchChannelNorm',
+                                 SyncBCN='SyncBatchChannelNorm',
+                                 WSConv='WSConv2d')
+    assert out['hooks'] == [
+        'BCNUpdateRateHook', 'WeightsOnlyCheckpointHook',
+        'SafeCheckpointHook', 'SingularityHook'
+    ]
+    assert out['wrappers'] == ['CPUDistributedDataParallel']
+    assert out['schemes'] == out['expected_schemes']
+
+
+def test_mmbcn_datasets_loads_one_codebase_per_name():
+    out = run_python(f"""
+        import json, sys
+        import mmbcn.datasets
+        light = [m for m in {HEAVY[:2]!r} if m in sys.modules]
+        from mmbcn.datasets import generate_shapes_coco
+        coco = [m for m in {HEAVY[:2]!r} if m in sys.modules]
+        print(json.dumps(dict(light=light, coco=coco)))
+    """)
+    assert out == dict(light=[], coco=['mmdet'])
+
+
+@pytest.mark.parametrize('module, registry, names', [
+    ('mmbcn.datasets.coco_demo', 'mmdet.registry.DATASETS',
+     ['ShapesCocoDataset']),
+    ('mmbcn.datasets.voc_demo', 'mmseg.registry.DATASETS',
+     ['VOCShapesDataset']),
+    ('mmbcn.datasets.voc_demo', 'mmseg.registry.TRANSFORMS',
+     ['CheckSegMapSize']),
+    ('mmbcn.models', 'mmseg.registry.MODELS', ['BCNASPPHead']),
+])
+def test_config_modules_register_their_names(module, registry, names):
+    scope, _, name = registry.rpartition('.')
+    out = run_python(f"""
+        import importlib, json
+        from mmengine.utils import import_modules_from_strings
+        registry = getattr(importlib.import_module({scope!r}), {name!r})
+        before = [n for n in {names!r} if n in registry.module_dict]
+        # as Config.fromfile does with a config's custom_imports
+        import_modules_from_strings(imports=['mmbcn', {module!r}],
+                                    allow_failed_imports=False)
+        after = [n for n in {names!r} if n in registry.module_dict]
+        print(json.dumps(dict(before=before, after=after)))
+    """)
+    assert out == dict(before=[], after=names)
