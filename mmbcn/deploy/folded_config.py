@@ -18,6 +18,8 @@ from torch import nn
 
 from mmbcn.cnn.bcn import BatchChannelNorm
 from mmbcn.cnn.ws_conv import WSConv2d
+from mmbcn.utils.config_tree import (child_path, is_type, path_keys,
+                                     rewrite_dicts)
 
 FOLDED_CONV = 'FoldedConv'
 BCN_TYPES = ('BCN', 'SyncBCN', BatchChannelNorm)
@@ -37,11 +39,6 @@ if FOLDED_CONV not in MODELS.module_dict:
     MODELS.register_module(FOLDED_CONV, module=folded_conv)
 
 
-def _is(cfg: Any, types: tuple) -> bool:
-    return isinstance(cfg, dict) and any(
-        cfg.get('type') is t or cfg.get('type') == t for t in types)
-
-
 def _describe(cfg: dict) -> str:
     if cfg is None:
         return 'None'
@@ -49,6 +46,11 @@ def _describe(cfg: dict) -> str:
     kind = getattr(kind, '__name__', kind)
     args = ', '.join(f'{k}={v!r}' for k, v in cfg.items() if k != 'type')
     return f'{kind}({args})'
+
+
+def is_bcn_cfg(cfg: Any) -> bool:
+    """Whether ``cfg`` is a ``BCN``/``SyncBCN`` norm config."""
+    return is_type(cfg, BCN_TYPES)
 
 
 def group_norm_cfg(bcn_cfg: dict) -> dict:
@@ -60,34 +62,24 @@ def group_norm_cfg(bcn_cfg: dict) -> dict:
     return gn
 
 
-def _rewrite(node: Any, path: str, in_model: bool,
-             changes: List[str]) -> Any:
-    if isinstance(node, (list, tuple)):
-        items = [_rewrite(v, f'{path}[{i}]', in_model, changes)
-                 for i, v in enumerate(node)]
-        return type(node)(items) if isinstance(node, tuple) else items
-    if not isinstance(node, dict):
-        return node
-    if _is(node, BCN_TYPES):
+def _folded_node(path: str, node: dict, changes: List[str]) -> Any:
+    """One node of :func:`folded_config`'s rewrite (see there)."""
+    if is_bcn_cfg(node):
         new = group_norm_cfg(node)
-        changes.append(f'{path}: {_describe(node)} -> {_describe(new)}')
-        return new
-    if _is(node, WS_CONV_TYPES):
+    elif is_type(node, WS_CONV_TYPES):
         new = dict(type=FOLDED_CONV)
-        changes.append(f'{path}: {_describe(node)} -> {_describe(new)}')
-        return new
-    out = {
-        key: _rewrite(value, f'{path}.{key}' if path else key, in_model
-                      or key == 'model', changes)
-        for key, value in node.items()
-    }
-    if in_model and _is(node.get('norm_cfg'), BCN_TYPES):
+    else:
         conv = node.get('conv_cfg')
-        if conv is None or _is(conv, PLAIN_CONV_TYPES):
-            out['conv_cfg'] = dict(type=FOLDED_CONV)
-            changes.append(f'{path}.conv_cfg: {_describe(conv)} -> '
-                           f'{_describe(out["conv_cfg"])}')
-    return out
+        if ('model' in path_keys(path) and is_bcn_cfg(node.get('norm_cfg'))
+                and (conv is None or is_type(conv, PLAIN_CONV_TYPES))):
+            new = dict(conv_cfg=dict(type=FOLDED_CONV))
+            changes.append(f'{child_path(path, "conv_cfg")}: '
+                           f'{_describe(conv)} -> '
+                           f'{_describe(new["conv_cfg"])}')
+            return dict(node, **new)
+        return node
+    changes.append(f'{path}: {_describe(node)} -> {_describe(new)}')
+    return new
 
 
 def folded_config(cfg: Config) -> Tuple[Config, List[str]]:
@@ -104,9 +96,11 @@ def folded_config(cfg: Config) -> Tuple[Config, List[str]]:
       ``FoldedConv``).
     """
     changes: List[str] = []
-    data = _rewrite(copy.deepcopy(cfg.to_dict()), '', False, changes)
+    data = rewrite_dicts(
+        copy.deepcopy(cfg.to_dict()),
+        lambda path, node: _folded_node(path, node, changes))
     hooks = data.get('custom_hooks') or []
-    kept = [h for h in hooks if not _is(h, (RATE_HOOK, ))]
+    kept = [h for h in hooks if not is_type(h, (RATE_HOOK, ))]
     if len(kept) != len(hooks):
         data['custom_hooks'] = kept
         changes.append(f'custom_hooks: removed {RATE_HOOK}')

@@ -5,6 +5,8 @@ from typing import Iterable
 
 from mmengine.registry import DATASETS, DefaultScope
 
+from mmbcn.utils.config_tree import child_path, walk_dicts
+
 
 def add_weights_only_checkpoints(cfg, allow_partial: bool = False) -> None:
     """Make the run's checkpoints loadable with weights_only=True
@@ -28,15 +30,6 @@ def add_weights_only_checkpoints(cfg, allow_partial: bool = False) -> None:
         checkpoint['type'] = 'SafeCheckpointHook'
 
 
-def _datasets(cfg, where):
-    """(where, dataset config) for a dataset and the ones it wraps."""
-    yield where, cfg
-    if cfg.get('dataset') is not None:
-        yield from _datasets(cfg['dataset'], f'{where}.dataset')
-    for i, sub in enumerate(cfg.get('datasets') or []):
-        yield from _datasets(sub, f'{where}.datasets[{i}]')
-
-
 def prepare_and_check_data(cfg, loaders: Iterable[str]) -> None:
     """Generate bundled demo data where a dataset type can, then make sure
     every path a dataset reads exists, before any model is built.
@@ -48,8 +41,10 @@ def prepare_and_check_data(cfg, loaders: Iterable[str]) -> None:
         for loader in loaders:
             if cfg.get(loader) is None:
                 continue
-            for where, ds in _datasets(cfg[loader]['dataset'],
-                                       f'{loader}.dataset'):
+            # the dataset and those it wraps
+            for where, ds in walk_dicts(cfg[loader]['dataset'],
+                                        f'{loader}.dataset',
+                                        keys=('dataset', 'datasets')):
                 _check_one(registry, where, ds)
 
 
@@ -77,25 +72,19 @@ def _check_one(registry, where, ds) -> None:
                 f"--cfg-options {where}.data_root=/path/to/data/")
 
 
-def _init_cfgs(node, where):
+def _init_cfgs(model):
     """(where, init_cfg) for every init_cfg in a model config."""
-    if isinstance(node, dict):
+    for where, node in walk_dicts(model, 'model'):
         init = node.get('init_cfg')
         for one in (init if isinstance(init, list) else [init]):
             if isinstance(one, dict):
-                yield f'{where}.init_cfg', one
-        for key, value in node.items():
-            if key != 'init_cfg':
-                yield from _init_cfgs(value, f'{where}.{key}')
-    elif isinstance(node, (list, tuple)):
-        for i, value in enumerate(node):
-            yield from _init_cfgs(value, f'{where}[{i}]')
+                yield child_path(where, 'init_cfg'), one
 
 
 def check_checkpoint_paths(cfg) -> None:
     """Local pretrained checkpoints (init_cfg) and ``load_from`` must exist
     before a run starts; the error says how to get or skip them."""
-    for where, init in _init_cfgs(cfg.get('model'), 'model'):
+    for where, init in _init_cfgs(cfg.get('model')):
         path = init.get('checkpoint')
         if (init.get('type') == 'Pretrained' and isinstance(path, str)
                 and '://' not in path and not osp.isfile(path)):
