@@ -1,10 +1,14 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
-"""Checkpoints that load with ``torch.load(weights_only=True)``."""
+"""Checkpoints that load with ``torch.load(weights_only=True)``, and the
+one way mmbcn's tools load a checkpoint into a model."""
+from typing import Any
+
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from .plain_state import decode, encode
+from .weights_only_load import load_weights_only
 
 
 @HOOKS.register_module()
@@ -67,8 +71,8 @@ def check_same_model(model, checkpoint: dict, resume: bool = True) -> None:
                        f'(keys: {sorted(map(str, checkpoint))})')
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {
-        k.removeprefix('module.'): tuple(getattr(v, 'shape', ()))
-        for k, v in state.items()
+        k: tuple(getattr(v, 'shape', ()))
+        for k, v in strip_module_prefix(state).items()
     }
     missing = sorted(k for k in set(ours) - set(theirs)
                      if not k.endswith('num_batches_tracked'))
@@ -88,6 +92,42 @@ def check_same_model(model, checkpoint: dict, resume: bool = True) -> None:
             f'{len(shapes)} of other shape). Missing: {_head(missing)}; '
             f'unexpected: {_head(unexpected)}; shapes: {_head(shapes)}. '
             + advice)
+
+
+def strip_module_prefix(state: dict) -> dict:
+    """``state`` with the ``module.`` prefix that a wrapped model (DDP)
+    gives its keys removed, as mmengine's ``load_checkpoint`` does by
+    default (``revise_keys=[(r'^module\\.', '')]``)."""
+    return {
+        k[len('module.'):] if k.startswith('module.') else k: v
+        for k, v in state.items()
+    }
+
+
+def model_state_dict(checkpoint: Any, name: str = 'the checkpoint') -> dict:
+    """The model weights in a loaded checkpoint: its ``'state_dict'`` (as
+    mmengine saves) or the checkpoint itself (a bare state dict), with
+    ``module.`` prefixes removed."""
+    state = (checkpoint.get('state_dict', checkpoint)
+             if isinstance(checkpoint, dict) else None)
+    if not isinstance(state, dict):
+        raise ValueError(f'{name} holds no state dict')
+    return strip_module_prefix(state)
+
+
+def load_model_weights(model, path: str, map_location: Any = 'cpu') -> dict:
+    """Load the checkpoint at ``path`` into ``model``, every key: read with
+    ``torch.load(weights_only=True)`` (:func:`load_weights_only`, whatever
+    the environment says), checked to be ``model``'s
+    (:func:`check_same_model`, which names the keys that differ), then
+    loaded with ``strict=True``. Returns the checkpoint as read."""
+    checkpoint = load_weights_only(path, map_location=map_location)
+    state = model_state_dict(checkpoint, repr(path))
+    check_same_model(model, dict(state_dict=state), resume=False)
+    if is_model_wrapper(model):
+        model = model.module
+    model.load_state_dict(state, strict=True)
+    return checkpoint
 
 
 def _head(items, n=5):

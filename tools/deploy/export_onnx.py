@@ -33,16 +33,17 @@ import sys
 import torch
 from mmengine.config import Config, DictAction
 from mmengine.dataset import pseudo_collate
-from mmengine.registry import DATASETS, MODELS, DefaultScope
+from mmengine.registry import DATASETS
 
 import mmbcn  # noqa: F401
 from mmbcn.deploy import fold_bcn
 from mmbcn.deploy.onnx_export import (compare, export, export_target,
                                       flat_tensors, output_names,
                                       run_onnxruntime)
-from mmbcn.engine import load_weights_only, prepare_and_check_data
-from mmbcn.engine.checkpoint_hook import check_same_model
-from mmbcn.utils import OutputPathError, atomic_outputs, check_outputs
+from mmbcn.engine import prepare_and_check_data
+from mmbcn.engine.checkpoint_hook import load_model_weights
+from mmbcn.utils import (OutputPathError, atomic_outputs, build_model,
+                         check_outputs, scoped_build)
 
 
 def parse_args(argv=None):
@@ -62,13 +63,8 @@ def parse_args(argv=None):
 
 def load_model(cfg: Config, checkpoint: str) -> torch.nn.Module:
     """The config's model with the checkpoint's weights (all keys), eval."""
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        model = MODELS.build(cfg.model)
-    ckpt = load_weights_only(checkpoint, map_location='cpu')
-    check_same_model(model, ckpt, resume=False)
-    state = ckpt.get('state_dict', ckpt)
-    model.load_state_dict({k.removeprefix('module.'): v
-                           for k, v in state.items()})
+    model = build_model(cfg)
+    load_model_weights(model, checkpoint)
     return model.eval()
 
 
@@ -76,8 +72,8 @@ def real_input(cfg: Config, model, index: int):
     """``(input tensor, image path)``: test image ``index`` through the
     test pipeline and ``model.data_preprocessor``."""
     prepare_and_check_data(cfg, ['test_dataloader'])
-    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
-        dataset = DATASETS.build(cfg.test_dataloader.dataset)
+    dataset = scoped_build(cfg.test_dataloader.dataset,
+                           cfg.get('default_scope'), DATASETS)
     if not 0 <= index < len(dataset):
         raise IndexError(f'--index {index}: the test set has '
                          f'{len(dataset)} images')

@@ -44,12 +44,12 @@ import sys
 
 import torch
 from mmengine.config import Config, DictAction
-from mmengine.registry import MODELS, DefaultScope
 
 import mmbcn  # noqa: F401
 from mmbcn.deploy import fold_bcn, folded_config, transfer_state
-from mmbcn.engine import load_weights_only
-from mmbcn.utils import OutputPathError, atomic_outputs, check_outputs
+from mmbcn.engine.checkpoint_hook import load_model_weights
+from mmbcn.utils import (OutputPathError, atomic_outputs, build_model,
+                         check_outputs)
 
 
 def parse_args(argv=None):
@@ -74,23 +74,6 @@ def parse_args(argv=None):
     parser.add_argument('--no-verify', action='store_true',
                         help='skip the output check')
     return parser.parse_args(argv)
-
-
-def load_state_dict(path: str) -> dict:
-    """The state dict in ``path`` (a bare state dict or under
-    ``'state_dict'``), read with weights_only=True, ``module.`` prefixes
-    removed."""
-    ckpt = load_weights_only(path, map_location='cpu')
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f'{path!r} holds no state dict')
-    return {k.removeprefix('module.'): v for k, v in state.items()}
-
-
-def build_model(cfg: Config) -> torch.nn.Module:
-    with DefaultScope.overwrite_default_scope(
-            cfg.get('default_scope', 'mmdet')):
-        return MODELS.build(cfg.model)
 
 
 def tensor_outputs(model, x):
@@ -146,8 +129,8 @@ def main(argv=None) -> int:
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
 
-    model = build_model(cfg)
-    model.load_state_dict(load_state_dict(args.checkpoint), strict=True)
+    model = build_model(cfg, cfg.get('default_scope', 'mmdet'))
+    load_model_weights(model, args.checkpoint)
     model.eval()
     original = None if args.no_verify else copy.deepcopy(model)
 
@@ -168,7 +151,8 @@ def main(argv=None) -> int:
     # both files appear together, complete, or neither does
     with atomic_outputs(out, out_config) as (tmp_out, tmp_config):
         new_cfg.dump(tmp_config)
-        target = build_model(Config.fromfile(tmp_config))
+        folded = Config.fromfile(tmp_config)
+        target = build_model(folded, folded.get('default_scope', 'mmdet'))
         paired = transfer_state(model, target)
         target.eval()
         meta = dict(
