@@ -1,31 +1,20 @@
 """Smoke runs of tools/benchmark (tiny shapes, one round): they run, write
 JSON and markdown, and their measuring helpers count what they should.
 No timing is asserted."""
-import importlib.util
 import json
-import os.path as osp
-import sys
 
 import pytest
 import torch
 
 from bcn_reference import randomize, reference_large_batch
 from mmbcn.cnn import BatchChannelNorm
+from tool_runner import load_tool
 
 pytestmark = pytest.mark.slow
 
-BENCH = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools',
-                 'benchmark')
-
 
 def load(name):
-    if BENCH not in sys.path:
-        sys.path.insert(0, BENCH)
-    spec = importlib.util.spec_from_file_location(
-        f'bench_{name}', osp.join(BENCH, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool(f'benchmark/{name}')
 
 
 def test_layer_speed_smoke(tmp_path):
@@ -48,8 +37,8 @@ def test_layer_speed_smoke(tmp_path):
         assert row['peak_mib'] > 0  # measured in a child process (Linux)
     # memory is deterministic: the composition keeps BN's output and the
     # group step's normalized tensor besides the input, BCN the input only
-    assert rows['plain']['saved_ratio'] > 2.5
-    assert rows['plain']['peak_ratio'] > 2
+    assert rows['composed']['saved_ratio'] > 2.5
+    assert rows['composed']['peak_ratio'] > 2
     assert rows['BCN']['saved_ratio'] < 1.3
     assert 0 < rows['BCN']['fwd_bwd_of_copy'] and rows['BCN']['fwd_bwd_gb_s']
     assert {'BCN float32 fwd+bwd / GN, worst shape',
@@ -58,27 +47,28 @@ def test_layer_speed_smoke(tmp_path):
 
 
 @pytest.mark.parametrize('estimate', [False, True])
-def test_plain_baseline_is_bcn(estimate):
-    """The benchmark's plain composition computes BCN (so the comparison
-    is between two ways of computing the same thing)."""
+def test_composed_baseline_is_bcn(estimate):
+    """The benchmark's composition (Eq. 16) computes BCN (so the
+    comparison is between two ways of computing the same thing)."""
     tool = load('layer_speed')
-    plain = tool.PlainBCN(8, 4, estimate=estimate,
-                          update_rate=0.5).double()
+    composed = tool.ComposedBCN(8, 4, estimate=estimate,
+                                update_rate=0.5).double()
     ours = BatchChannelNorm(8, 4, estimate=estimate,
                             update_rate=0.5 if estimate else None).double()
     randomize(ours)
     with torch.no_grad():
-        plain.bn.weight.copy_(ours.batch_weight)
-        plain.bn.bias.copy_(ours.batch_bias)
-        plain.weight.copy_(ours.weight.view(1, -1, 1))
-        plain.bias.copy_(ours.bias.view(1, -1, 1))
-        plain.bn.running_mean.copy_(ours.running_mean)
-        plain.bn.running_var.copy_(ours.running_var)
+        composed.bn.weight.copy_(ours.batch_weight)
+        composed.bn.bias.copy_(ours.batch_bias)
+        composed.weight.copy_(ours.weight.view(1, -1, 1))
+        composed.bias.copy_(ours.bias.view(1, -1, 1))
+        composed.bn.running_mean.copy_(ours.running_mean)
+        composed.bn.running_var.copy_(ours.running_var)
     x = torch.randn(3, 8, 5, 5, dtype=torch.float64)
     for _ in range(2):
-        torch.testing.assert_close(plain(x), ours(x))
+        torch.testing.assert_close(composed(x), ours(x))
     if not estimate:
-        torch.testing.assert_close(plain(x), reference_large_batch(x, ours))
+        torch.testing.assert_close(composed(x),
+                                   reference_large_batch(x, ours))
 
 
 def test_saved_bytes_counts_each_storage_once():
@@ -135,3 +125,27 @@ def test_detection_configs_differ_only_in_norm_and_conv():
     assert gn_ws.neck.conv_cfg.type == 'WSConv'
     assert gn.neck.conv_cfg is None and gn.backbone.conv_cfg is None
     assert gn.backbone.depth == 18 and gn.backbone.init_cfg is None
+
+
+def current_scope():
+    from mmengine.registry import DefaultScope
+    scope = DefaultScope.get_current_instance()
+    return None if scope is None else scope.scope_name
+
+
+def test_segmentation_step_smoke(tmp_path):
+    tool = load('segmentation_step')
+    scope = current_scope()
+    data = tool.main(['--depth', '18', '--size', '33', '--iters', '1',
+                      '--warmup', '0', '--no-memory', '--out-dir',
+                      str(tmp_path)])
+    assert current_scope() == scope  # built in mmseg's scope, not set
+    saved = json.loads((tmp_path / 'segmentation_step.json').read_text())
+    assert saved == json.loads(json.dumps(data))
+    results = saved['results']
+    assert set(results['step_s']) == {'BCN+WS', 'GN+WS'}
+    assert all(len(v) == 1 and v[0] > 0 for v in results['times'].values())
+    assert results['time_ratio'] > 0 and results['peak_ratio'] is None
+    assert saved['environment']['threads'] == torch.get_num_threads()
+    table = (tmp_path / 'segmentation_step.md').read_text()
+    assert '| BCN+WS |' in table and '| BCN+WS / GN+WS |' in table

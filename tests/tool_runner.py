@@ -3,16 +3,23 @@ import importlib.util
 import os
 import os.path as osp
 import subprocess
+import sys
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 HELPERS = osp.join(REPO, 'tests', 'helpers')
 
 
 def load_tool(name):
-    """Import tools/<name>.py as a module."""
+    """Import tools/<name>.py (``'train'``, ``'deploy/fold_bcn'``) as a
+    module. Its folder joins the end of ``sys.path``, so that what it
+    imports from beside it (the benchmarks' ``bench_common``) is found as
+    when it runs as a script, without shadowing installed modules."""
     path = osp.join(REPO, 'tools', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(f'mmbcn_tool_{name}',
-                                                  path)
+    folder = osp.dirname(path)
+    if folder not in sys.path:
+        sys.path.append(folder)
+    spec = importlib.util.spec_from_file_location(
+        'mmbcn_tool_' + name.replace('/', '_'), path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -10,8 +10,7 @@ same run.
 
 Models, all from one config (default
 ``configs/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws-all_2x_coco.py``: BCN+WS in
-backbone, neck, 4conv1fc box head and mask head; if it is missing, the same
-overrides are applied to ``mmdet::mask_rcnn/mask-rcnn_r50_fpn_2x_coco.py``):
+backbone, neck, 4conv1fc box head and mask head):
 
 * ``BCN+WS``: micro-batch BCN (``estimate=True``, ``update_rate`` set, as
   the paper trains detectors), WS convolutions;
@@ -41,76 +40,50 @@ memory kept; ``--system-malloc`` to turn off). Writes
 import argparse
 import copy
 import json
-import os
 import os.path as osp
-import statistics
-import subprocess
 import sys
 
 import torch
+from bench_common import (environment, fmt, interleaved, load_average,
+                          markdown_table, median_seconds, paired_ratio,
+                          peak_memory, reexec_with_timing_allocator,
+                          run_memory_worker, saved_bytes_counter,
+                          write_outputs)
 from mmengine.config import Config, ConfigDict, DictAction
-from mmengine.hub import get_config
-from mmengine.registry import DefaultScope
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from layer_speed import (environment, fmt, interleaved,  # noqa: E402
-                         markdown_table, memory_worker_env, paired_ratio,
-                         peak_memory, reexec_with_timing_allocator,
-                         saved_bytes_counter, write_outputs)
-
-import mmbcn  # noqa: E402,F401
-from mmbcn.cnn import BatchChannelNorm  # noqa: E402
-from mmbcn.deploy import fold_bcn  # noqa: E402
+import mmbcn  # noqa: F401
+from mmbcn.cnn import BatchChannelNorm
+from mmbcn.deploy import fold_bcn
+from mmbcn.deploy.folded_config import (WS_CONV_TYPES, group_norm_cfg,
+                                        is_bcn_cfg)
+from mmbcn.utils import is_type, rewrite_dicts, scoped_build
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_CONFIG = osp.join(
     REPO, 'configs/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws-all_2x_coco.py')
-UPSTREAM = 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_2x_coco.py'
-BCN_TYPES = ('BCN', 'SyncBCN')
 
 
 # ----------------------------------------------------------------- models
 
-def bcn_ws_config(path: str) -> Config:
-    """The BCN+WS Mask R-CNN config, or upstream's with the same
-    overrides when ``path`` does not exist."""
-    if osp.isfile(path):
-        return Config.fromfile(path)
-    cfg = get_config(UPSTREAM)
-    conv = dict(type='WSConv')
-    norm = dict(type='BCN', num_groups=32, estimate=True,
-                requires_grad=True)
-    cfg.model.backbone.update(conv_cfg=conv, norm_cfg=norm, norm_eval=False)
-    cfg.model.neck.update(conv_cfg=conv, norm_cfg=norm)
-    cfg.model.roi_head.bbox_head.update(
-        type='Shared4Conv1FCBBoxHead', conv_out_channels=256,
-        conv_cfg=conv, norm_cfg=norm)
-    cfg.model.roi_head.mask_head.update(conv_cfg=conv, norm_cfg=norm)
-    return cfg
+def replace_layers(node, ws_to_conv: bool):
+    """``node`` with every BCN config turned into GN (same groups, eps and
+    requires_grad) and, with ``ws_to_conv``, every WS ``conv_cfg`` into
+    ``None`` (``nn.Conv2d``)."""
 
+    def replace(path, cfg):
+        if is_bcn_cfg(cfg):
+            return group_norm_cfg(cfg)
+        if ws_to_conv and is_type(cfg.get('conv_cfg'), WS_CONV_TYPES):
+            return dict(cfg, conv_cfg=None)
+        return cfg
 
-def replace_layers(node, plain_convs: bool):
-    """``node`` with every BCN config turned into GN (same groups) and,
-    with ``plain_convs``, every ``WSConv`` conv config into ``None``."""
-    if isinstance(node, (list, tuple)):
-        return type(node)(replace_layers(v, plain_convs) for v in node)
-    if not isinstance(node, dict):
-        return node
-    if node.get('type') in BCN_TYPES:
-        return dict(type='GN', num_groups=node.get('num_groups', 32),
-                    requires_grad=node.get('requires_grad', True))
-    out = {}
-    for key, value in node.items():
-        if (plain_convs and key == 'conv_cfg' and isinstance(value, dict)
-                and value.get('type') == 'WSConv'):
-            out[key] = None
-        else:
-            out[key] = replace_layers(value, plain_convs)
-    return out
+    return rewrite_dicts(node, replace)
 
 
 def model_configs(args) -> dict:
-    cfg = bcn_ws_config(args.config)
+    if not osp.isfile(args.config):
+        raise FileNotFoundError(f'config {args.config!r} not found')
+    cfg = Config.fromfile(args.config)
     if args.cfg_options:
         cfg.merge_from_dict(args.cfg_options)
     model = cfg.model.to_dict()
@@ -120,17 +93,15 @@ def model_configs(args) -> dict:
         model['neck']['in_channels'] = [64, 128, 256, 512]
     return {
         'BCN+WS': ConfigDict(model),
-        'GN+WS': ConfigDict(replace_layers(model, plain_convs=False)),
-        'GN': ConfigDict(replace_layers(model, plain_convs=True)),
+        'GN+WS': ConfigDict(replace_layers(model, ws_to_conv=False)),
+        'GN': ConfigDict(replace_layers(model, ws_to_conv=True)),
     }, cfg.get('default_scope', 'mmdet')
 
 
 def build(model_cfg: dict, scope: str, device: torch.device,
           update_rate: float, seed: int = 0):
-    from mmdet.registry import MODELS
     torch.manual_seed(seed)
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(copy.deepcopy(model_cfg)).to(device)
+    model = scoped_build(copy.deepcopy(model_cfg), scope).to(device)
     for m in model.modules():
         if isinstance(m, BatchChannelNorm) and m.estimate:
             m.update_rate = update_rate
@@ -208,14 +179,9 @@ def memory_worker(spec: dict) -> None:
 
 
 def peak_in_subprocess(variant: str, argv, threads: int):
-    spec = json.dumps(dict(variant=variant, argv=list(argv),
-                           threads=threads))
-    out = subprocess.run(
-        [sys.executable, osp.abspath(__file__), '--memory-worker', spec],
-        env=memory_worker_env(), check=True,
-        stdout=subprocess.PIPE, text=True).stdout
-    lines = [line for line in out.splitlines() if line.startswith('{')]
-    return json.loads(lines[-1])['peak']
+    items = run_memory_worker(
+        __file__, dict(variant=variant, argv=list(argv), threads=threads))
+    return items[-1]['peak']
 
 
 # ------------------------------------------------------------------- main
@@ -258,8 +224,7 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     env = environment(device, [sys.argv[0]] + argv)
-    env['config'] = (args.config if osp.isfile(args.config) else
-                     f'{UPSTREAM} with BCN+WS overrides (no {args.config})')
+    env['config'] = args.config
     print(f'torch {env["torch"]}, {env["threads"]} threads, {device}, load '
           f'average {env["load_average"]}\nconfig: {env["config"]}',
           flush=True)
@@ -274,8 +239,7 @@ def main(argv=None) -> dict:
                  for name in ('BCN+WS', 'GN+WS')}
         times = interleaved(train, device, args.repeat, 0.0, args.warmup)
         results['train_rounds_s'] = times
-        results['train_s'] = {
-            k: statistics.median(v) for k, v in times.items()}
+        results['train_s'] = median_seconds(times)
         results['train_ratio'] = paired_ratio(times['BCN+WS'],
                                               times['GN+WS'])
         print(f'train iteration: {results["train_s"]}', flush=True)
@@ -314,7 +278,7 @@ def main(argv=None) -> dict:
     infer = {name: infer_fn(m, packed) for name, m in models.items()}
     times = interleaved(infer, device, args.repeat, 0.0, args.warmup)
     results['infer_rounds_s'] = times
-    results['infer_s'] = {k: statistics.median(v) for k, v in times.items()}
+    results['infer_s'] = median_seconds(times)
     results['infer_ratio'] = {
         'BCN+WS / GN+WS': paired_ratio(times['BCN+WS'], times['GN+WS']),
         'BCN+WS folded / GN': paired_ratio(times['BCN+WS folded'],
@@ -323,7 +287,7 @@ def main(argv=None) -> dict:
                                                times['BCN+WS']),
         'GN+WS / GN': paired_ratio(times['GN+WS'], times['GN']),
     }
-    env['load_average_after'] = list(os.getloadavg())
+    env['load_average_after'] = load_average()
 
     r = results
     rows = []

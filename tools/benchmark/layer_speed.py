@@ -19,9 +19,9 @@ size and each ``--dtype``, in training mode:
 * ``BCN-<backend>`` / ``BCN-est-<backend>``: the same forced onto each
   backend that serves the device (``py``: the Python reference; ``cpu``:
   the native CPU kernel; ``triton``);
-* ``plain`` / ``plain-est``: BCN composed as the paper writes it (Eq. 16):
-  BatchNorm2d (or the batch step with Algorithm 1's estimates), then group
-  normalization and the per-group affine.
+* ``composed`` / ``composed-est``: BCN composed as the paper writes it
+  (Eq. 16): BatchNorm2d (or the batch step with Algorithm 1's estimates),
+  then group normalization and the per-group affine.
 
 Columns: forward (training mode, graph recorded), forward+backward
 (gradients of input and parameters), inference (eval mode, no graph), in
@@ -47,39 +47,29 @@ prints the table. Timings on a shared machine are noisy: the JSON records
 the threads, the load average and the command.
 """
 import argparse
-import contextlib
-import datetime
-import gc
 import json
 import math
-import os
-import os.path as osp
-import platform
-import re
 import statistics
-import subprocess
 import sys
-import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from bench_common import (environment, fmt, interleaved, load_average,
+                          markdown_table, paired_ratio, peak_memory,
+                          reexec_with_timing_allocator, run_memory_worker,
+                          saved_bytes_counter, write_outputs)
 from torch import Tensor, nn
 
-from mmbcn.ops import BACKENDS, BatchChannelNorm, describe, set_backend
+from mmbcn.ops import BACKENDS, BatchChannelNorm, set_backend
 
 GROUPS = 32
 UPDATE_RATE = 0.01
 # ResNet-50 stage outputs at a 224 x 224 input: channels and stride.
 RESNET50_STAGES = {1: (256, 4), 2: (512, 8), 3: (1024, 16), 4: (2048, 32)}
-MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': '65536'}
-# For timing: blocks up to glibc's largest threshold (32 MiB) come from the
-# heap, and freed memory is not returned to the system.
-TIMING_MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(32 * 2**20),
-                     'MALLOC_TRIM_THRESHOLD_': str(2**40)}
 
 
-class PlainBCN(nn.Module):
+class ComposedBCN(nn.Module):
     """BCN as Eq. 16 writes it, ``CN(BN(X))``: a BatchNorm2d (or, with
     ``estimate``, the batch step with Algorithm 1's estimates, lines 1-5 as
     written), then group normalization of each sample's G channel groups
@@ -141,8 +131,8 @@ VARIANTS: Dict[str, Callable[[int], nn.Module]] = {
     'BCN': lambda c: BatchChannelNorm(c, GROUPS),
     'BCN-est': lambda c: BatchChannelNorm(
         c, GROUPS, estimate=True, update_rate=UPDATE_RATE),
-    'plain': lambda c: PlainBCN(c),
-    'plain-est': lambda c: PlainBCN(c, estimate=True),
+    'composed': lambda c: ComposedBCN(c),
+    'composed-est': lambda c: ComposedBCN(c, estimate=True),
 }
 for _name, _short in SHORT.items():
     VARIANTS[f'BCN-{_short}'] = (
@@ -162,7 +152,7 @@ def default_variants(device: torch.device) -> List[str]:
         if device.type in backend.devices and backend.refusal(
                 _probe(device)) is None:
             names += [f'BCN-{short}', f'BCN-est-{short}']
-    return names + ['plain', 'plain-est']
+    return names + ['composed', 'composed-est']
 
 
 def _probe(device: torch.device):
@@ -175,120 +165,6 @@ def _probe(device: torch.device):
 
 
 BASELINE = 'GN'
-
-
-# ------------------------------------------------------------- measuring
-
-def synchronize(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def calibrate(fn: Callable[[], None], device: torch.device,
-              min_time: float) -> int:
-    """Calls of ``fn`` per measurement so that one lasts ``min_time``."""
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    once = max(time.perf_counter() - start, 1e-6)
-    return max(1, math.ceil(min_time / once))
-
-
-def seconds_per_call(fn: Callable[[], None], loops: int,
-                     device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    for _ in range(loops):
-        fn()
-    synchronize(device)
-    return (time.perf_counter() - start) / loops
-
-
-def interleaved(ops: Dict[str, Callable[[], None]], device: torch.device,
-                repeat: int, min_time: float, warmup: int = 2
-                ) -> Dict[str, List[float]]:
-    """Seconds per call of each op, ``repeat`` rounds, the ops interleaved
-    in rotating order within each round, after ``warmup`` calls each
-    (``min_time`` <= 0: one call per measurement)."""
-    for fn in ops.values():
-        for _ in range(warmup):
-            fn()
-    loops = {name: 1 if min_time <= 0 else calibrate(fn, device, min_time)
-             for name, fn in ops.items()}
-    names = list(ops)
-    times: Dict[str, List[float]] = {name: [] for name in names}
-    for r in range(repeat):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            times[name].append(seconds_per_call(ops[name], loops[name],
-                                                device))
-    return times
-
-
-def paired_ratio(times: Sequence[float], base: Sequence[float]) -> float:
-    """Median over rounds of the per-round ratio."""
-    return statistics.median(t / b for t, b in zip(times, base))
-
-
-@contextlib.contextmanager
-def saved_bytes_counter():
-    """Counts the bytes autograd saves for backward, once per storage.
-    Yields a dict whose ``'bytes'`` holds the total when the block ends."""
-    storages: Dict[int, int] = {}
-    result = {'bytes': 0}
-
-    def pack(t: Tensor):
-        if t.device.type != 'meta':
-            storage = t.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield result
-    result['bytes'] = sum(storages.values())
-
-
-def _proc_status(key: str) -> Optional[int]:
-    try:
-        with open('/proc/self/status') as f:
-            match = re.search(rf'^{key}:\s+(\d+) kB', f.read(), re.M)
-    except OSError:
-        return None
-    return int(match.group(1)) * 1024 if match else None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the process's resident-set high-water mark (Linux)."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-    except OSError:
-        return False
-    return _proc_status('VmHWM') is not None
-
-
-@contextlib.contextmanager
-def peak_memory(device: torch.device):
-    """Bytes a block adds at its peak over what was in use before it
-    (CUDA: allocator; CPU: resident set, meaningful when freed memory goes
-    back to the system, see ``MALLOC_ENV``). ``None`` where unmeasurable.
-    """
-    result = {'bytes': None}
-    gc.collect()
-    if device.type == 'cuda':
-        synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        yield result
-        synchronize(device)
-        result['bytes'] = torch.cuda.max_memory_allocated(device) - before
-        return
-    ok = reset_peak_rss()
-    before = _proc_status('VmRSS')
-    yield result
-    if ok and before is not None:
-        result['bytes'] = _proc_status('VmHWM') - before
 
 
 # ------------------------------------------------------------ the layers
@@ -367,76 +243,12 @@ def memory_worker(spec: dict) -> None:
                                   variant, shape, device))), flush=True)
 
 
-def memory_worker_env() -> Dict[str, str]:
-    """Environment of a memory-measuring child: ``MALLOC_ENV``, without the
-    timing settings (which would keep freed memory resident)."""
-    env = {k: v for k, v in os.environ.items() if k not in TIMING_MALLOC_ENV}
-    env.update(MALLOC_ENV)
-    return env
-
-
 def peaks_in_subprocess(cases: List, threads: int) -> Dict:
     """CPU peaks measured in one child process with ``MALLOC_ENV``, so
     that freed blocks leave the resident set at once."""
-    spec = json.dumps(dict(cases=cases, threads=threads))
-    out = subprocess.run(
-        [sys.executable, osp.abspath(__file__), '--memory-worker', spec],
-        env=memory_worker_env(), check=True, stdout=subprocess.PIPE,
-        text=True).stdout
-    peaks = {}
-    for line in out.splitlines():
-        if line.startswith('{'):
-            item = json.loads(line)
-            peaks[(item['variant'], tuple(item['shape']))] = item['peak']
-    return peaks
-
-
-# ---------------------------------------------------------------- report
-
-def environment(device: torch.device, argv: Sequence[str]) -> dict:
-    cpu = platform.processor()
-    try:
-        with open('/proc/cpuinfo') as f:
-            cpu = re.search(r'model name\s*:\s*(.*)', f.read()).group(1)
-    except (OSError, AttributeError):
-        pass
-    env = dict(
-        command=' '.join(['python'] + list(argv)),
-        date=datetime.datetime.now().isoformat(timespec='seconds'),
-        torch=torch.__version__,
-        threads=torch.get_num_threads(),
-        cpu_count=os.cpu_count(),
-        cpu=cpu,
-        device=str(device),
-        bcn_backend=describe(torch.ones(1, GROUPS, 2, device=device)),
-        malloc_env={k: os.environ[k]
-                    for k in TIMING_MALLOC_ENV if k in os.environ},
-        load_average=list(os.getloadavg()) if hasattr(os, 'getloadavg')
-        else None)
-    if device.type == 'cuda':
-        env['gpu'] = torch.cuda.get_device_name(device)
-    return env
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence]) -> str:
-    lines = ['| ' + ' | '.join(header) + ' |',
-             '|' + '|'.join('---' for _ in header) + '|']
-    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
-    return '\n'.join(lines)
-
-
-def fmt(value, digits=2, scale=1.0) -> str:
-    return '-' if value is None else f'{value * scale:.{digits}f}'
-
-
-def write_outputs(out_dir: str, name: str, data: dict, text: str) -> None:
-    os.makedirs(out_dir, exist_ok=True)
-    with open(osp.join(out_dir, f'{name}.json'), 'w') as f:
-        json.dump(data, f, indent=2)
-    with open(osp.join(out_dir, f'{name}.md'), 'w') as f:
-        f.write(text + '\n')
-    print(text)
-    print(f'\nwrote {osp.join(out_dir, name)}.json and .md')
+    items = run_memory_worker(__file__, dict(cases=cases, threads=threads))
+    return {(item['variant'], tuple(item['shape'])): item['peak']
+            for item in items}
 
 
 # ------------------------------------------------------------------ main
@@ -515,8 +327,7 @@ def main(argv=None) -> dict:
                                      peaks, copy_rate)
             print(f'done {dname} {shape}', flush=True)
 
-    env['load_average_after'] = list(os.getloadavg()) if hasattr(
-        os, 'getloadavg') else None
+    env['load_average_after'] = load_average()
     summary = {}
     for v in variants:
         if not v.startswith('BCN'):
@@ -592,23 +403,6 @@ def measure_shape(variants: Sequence[str], shape: Sequence[int],
                            or not base['peak_mib'] else
                            r['peak_mib'] / base['peak_mib'])
     return rows
-
-
-def reexec_with_timing_allocator() -> None:
-    """Re-run this command under ``TIMING_MALLOC_ENV`` (Linux, CPU, unless
-    ``--system-malloc``)."""
-    argv = sys.argv[1:]
-    if (not sys.platform.startswith('linux') or '--system-malloc' in argv
-            or '--memory-worker' in argv
-            or any(a.startswith('--device') and 'cuda' in a for a in argv)
-            or 'cuda' in argv
-            or all(os.environ.get(k) == v
-                   for k, v in TIMING_MALLOC_ENV.items())):
-        return
-    print('re-running with ' + ' '.join(
-        f'{k}={v}' for k, v in TIMING_MALLOC_ENV.items()), flush=True)
-    os.execve(sys.executable, [sys.executable, sys.argv[0]] + argv,
-              dict(os.environ, **TIMING_MALLOC_ENV))
 
 
 if __name__ == '__main__':

@@ -4,36 +4,44 @@ GN+WS, measured in one run.
 
     python tools/benchmark/segmentation_step.py [--depth 101] [--batch N]
         [--size S] [--iters 6] [--warmup 2] [--device auto|cpu|cuda]
-        [--threads T]
+        [--threads T] [--no-memory] [--out-dir DIR] [--system-malloc]
 
 Both models are built from the shipped VOC configs (ImageNet weights off) and
 take full training steps (data preprocessor, forward, decode + auxiliary
 losses, backward, SGD step) on the same fixed random batch. The variants
-alternate step by step, so load from other processes slows both alike; the
-median step time is reported.
+alternate step by step (in rotating order), so load from other processes
+slows both alike; the median step time is reported.
 
-Peak memory is what one training step allocates above the model and
-optimizer state held before it: on CUDA ``torch.cuda.max_memory_allocated``,
-on CPU the highest total of tensor memory the profiler's allocation events
-record during one step.
+Peak memory is what one training step adds at its peak above the model and
+optimizer state held before it: on CUDA from ``max_memory_allocated``; on
+CPU the resident-set peak of one step after the warm-up, each model in its
+own process whose allocator returns freed blocks at once (as
+``layer_speed.py`` and ``detection_step.py`` measure).
 
 Defaults: on CUDA the paper's per-GPU setting (4 images of 513x513); on CPU
 2 images of 129x129, which takes a few minutes on 2 cores. With one process,
 SyncBCN computes what BCN computes. On a CPU that other jobs share,
-``--threads 1`` gives steadier times than several OpenMP threads.
+``--threads 1`` gives steadier times than several OpenMP threads. Timings
+run with the allocator settings of ``layer_speed.py`` (freed memory kept;
+``--system-malloc`` to turn off). Writes ``segmentation_step.json`` and
+``.md`` to ``--out-dir`` and prints the table.
 """
 import argparse
+import json
 import os.path as osp
-import statistics
-import time
+import sys
 
 import torch
+from bench_common import (environment, fmt, interleaved, load_average,
+                          markdown_table, median_seconds, paired_ratio,
+                          peak_memory, reexec_with_timing_allocator,
+                          run_memory_worker, synchronize, write_outputs)
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 
 import mmbcn  # noqa: F401  (registers SyncBCN, WSConv)
+from mmbcn.utils import build_model
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = {
@@ -60,6 +68,12 @@ def parse_args(argv=None):
                         choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--threads', type=int,
                         help='CPU threads for torch (default: torch\'s)')
+    parser.add_argument('--no-memory', action='store_true',
+                        help='skip the peak-memory measurement')
+    parser.add_argument('--out-dir', default='work_dirs/benchmark')
+    parser.add_argument('--system-malloc', action='store_true',
+                        help='time with the default allocator settings')
+    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.device == 'auto':
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
@@ -75,8 +89,8 @@ def parse_args(argv=None):
 
 
 def build(name, args):
-    """(model, optim_wrapper) for one variant, on ``args.device``."""
-    from mmseg.registry import MODELS
+    """(model, optim_wrapper) for one variant, on ``args.device``; the
+    config's default scope (mmseg) only for the build."""
     cfg = Config.fromfile(osp.join(REPO, 'configs', 'deeplabv3',
                                    CONFIGS[name]))
     cfg.model.backbone.init_cfg = None
@@ -85,7 +99,7 @@ def build(name, args):
         cfg.model.decode_head.in_channels = 512
         cfg.model.auxiliary_head.in_channels = 256
     cfg.model.data_preprocessor.size = (args.size, args.size)
-    model = MODELS.build(cfg.model).to(args.device)
+    model = build_model(cfg).to(args.device)
     model.train()
     return model, build_optim_wrapper(model, cfg.optim_wrapper)
 
@@ -107,82 +121,115 @@ def make_batch(args, num_classes):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def sync(device):
-    if device == 'cuda':
-        torch.cuda.synchronize()
+def build_all(args, names):
+    """The variants ``names``, built in order after one seed, and the
+    batch they all train on."""
+    torch.manual_seed(0)
+    models = {name: build(name, args) for name in names}
+    num_classes = next(iter(models.values()))[0].decode_head.num_classes
+    return models, make_batch(args, num_classes)
 
 
-def timed_step(model, optim_wrapper, batch, device) -> float:
-    sync(device)
-    start = time.perf_counter()
-    model.train_step(batch, optim_wrapper)
-    sync(device)
-    return time.perf_counter() - start
-
-
-def _allocations(nodes):
-    from torch._C._profiler import _EventType
-    for node in nodes:
-        if node.tag == _EventType.Allocation:
-            yield node.extra_fields.total_allocated
-        yield from _allocations(node.children)
-
-
-def step_peak_memory(model, optim_wrapper, batch, device) -> int:
-    """Bytes one training step allocates at its peak above what is held
-    before it."""
-    if device == 'cuda':
-        sync(device)
-        held = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
+def train_step_fn(model, optim_wrapper, batch):
+    def step():
         model.train_step(batch, optim_wrapper)
-        sync(device)
-        return torch.cuda.max_memory_allocated() - held
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU],
-                 profile_memory=True) as prof:
-        model.train_step(batch, optim_wrapper)
-    # The CPU allocator's running total counts the tensors created since
-    # profiling began, so its maximum is the step's peak.
-    totals = list(
-        _allocations(prof.profiler.kineto_results.experimental_event_tree()))
-    return max(totals, default=0)
+
+    return step
 
 
-def main(argv=None):
+def step_peak_memory(model, optim_wrapper, batch, device,
+                     warmup: int) -> int:
+    """Bytes one training step adds at its peak above what is held
+    before it, after ``warmup`` steps."""
+    step = train_step_fn(model, optim_wrapper, batch)
+    for _ in range(warmup):
+        step()
+    synchronize(device)
+    with peak_memory(device) as peak:
+        step()
+    return peak['bytes']
+
+
+def memory_worker(spec: dict) -> None:
+    """Run in a fresh process (``--memory-worker``): print the peak of one
+    variant as one JSON line."""
+    args = parse_args(spec['argv'])
+    torch.set_num_threads(spec['threads'])
+    models, batch = build_all(args, [spec['variant']])
+    model, optim_wrapper = models[spec['variant']]
+    peak = step_peak_memory(model, optim_wrapper, batch,
+                            torch.device('cpu'), max(args.warmup, 1))
+    print(json.dumps(dict(peak=peak)), flush=True)
+
+
+def main(argv=None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    if args.memory_worker:
+        memory_worker(json.loads(args.memory_worker))
+        return {}
     if args.threads:
         torch.set_num_threads(args.threads)
-    init_default_scope('mmseg')
-    torch.manual_seed(0)
-    models = {name: build(name, args) for name in CONFIGS}
-    num_classes = next(iter(models.values()))[0].decode_head.num_classes
-    batch = make_batch(args, num_classes)
+    device = torch.device(args.device)
+    env = environment(device, [sys.argv[0]] + argv)
+    models, batch = build_all(args, CONFIGS)
     print(f'device {args.device} ({torch.get_num_threads()} threads), '
           f'DeepLabV3 ResNet-{args.depth}, {args.batch} images of '
           f'{args.size}x{args.size}, {args.warmup} warm-up + {args.iters} '
-          'timed steps per model, interleaved')
-    times = {name: [] for name in models}
-    for i in range(args.warmup + args.iters):
+          'timed steps per model, interleaved', flush=True)
+    steps = {name: train_step_fn(model, optim_wrapper, batch)
+             for name, (model, optim_wrapper) in models.items()}
+    times = interleaved(steps, device, args.iters, 0.0, args.warmup)
+    peaks = {name: None for name in models}
+    if not args.no_memory:
         for name, (model, optim_wrapper) in models.items():
-            seconds = timed_step(model, optim_wrapper, batch, args.device)
-            if i >= args.warmup:
-                times[name].append(seconds)
-    peaks = {
-        name: step_peak_memory(model, optim_wrapper, batch, args.device)
-        for name, (model, optim_wrapper) in models.items()
-    }
+            if device.type == 'cpu':
+                peaks[name] = run_memory_worker(__file__, dict(
+                    variant=name, argv=argv,
+                    threads=torch.get_num_threads()))[-1]['peak']
+            else:
+                peaks[name] = step_peak_memory(model, optim_wrapper, batch,
+                                               device, 0)  # timed: warm
+    env['load_average_after'] = load_average()
+
+    bcn, gn = 'BCN+WS', 'GN+WS'
+    median = median_seconds(times)
+    results = dict(
+        times=times, peaks=peaks, step_s=median,
+        step_min_s={name: min(v) for name, v in times.items()},
+        peak_mib={name: None if v is None else v / 2**20
+                  for name, v in peaks.items()},
+        time_ratio=paired_ratio(times[bcn], times[gn]),
+        peak_ratio=(peaks[bcn] / peaks[gn] if peaks[bcn] and peaks[gn]
+                    else None))
     print(f'{"model":8s} {"s/iter (median)":>16s} {"min":>8s} '
           f'{"peak MiB":>10s}')
     for name in models:
-        print(f'{name:8s} {statistics.median(times[name]):16.3f} '
-              f'{min(times[name]):8.3f} {peaks[name] / 2**20:10.1f}')
-    bcn, gn = 'BCN+WS', 'GN+WS'
-    time_ratio = statistics.median(times[bcn]) / statistics.median(times[gn])
-    print(f'BCN+WS / GN+WS: time {time_ratio:.2f}x, '
-          f'peak memory {peaks[bcn] / peaks[gn]:.2f}x')
-    return dict(times=times, peaks=peaks)
+        print(f'{name:8s} {median[name]:16.3f} '
+              f'{results["step_min_s"][name]:8.3f} '
+              f'{fmt(results["peak_mib"][name], 1):>10s}')
+    print(f'BCN+WS / GN+WS: time {fmt(results["time_ratio"])}x, '
+          f'peak memory {fmt(results["peak_ratio"])}x')
+    rows = [[name, fmt(median[name], 3), fmt(results['step_min_s'][name], 3),
+             fmt(results['peak_mib'][name], 1)] for name in models]
+    rows.append(['BCN+WS / GN+WS', fmt(results['time_ratio']), '',
+                 fmt(results['peak_ratio'])])
+    text = '\n'.join([
+        f'DeepLabV3 ResNet-{args.depth}, {args.batch} images of '
+        f'{args.size}x{args.size}, {device}, float32, {env["threads"]} '
+        f'threads, torch {env["torch"]}; time: median over {args.iters} '
+        'interleaved steps after '
+        f'{args.warmup} warm-up steps; ratio: median of the same-round '
+        'ratio.', '',
+        markdown_table(['model', 's/iter (median)', 'min s/iter',
+                        'peak MiB'], rows),
+        f'\n`{env["command"]}`'
+    ])
+    data = dict(environment=env, results=results)
+    write_outputs(args.out_dir, 'segmentation_step', data, text)
+    return data
 
 
 if __name__ == '__main__':
+    reexec_with_timing_allocator()
     main()
