@@ -5,6 +5,8 @@ import csv
 import os
 from typing import Dict, List, Optional, Sequence
 
+from mmbcn.utils import atomic_outputs, markdown_table
+
 
 def _text(value) -> str:
     if isinstance(value, float):
@@ -20,25 +22,18 @@ def write_csv(path: str, rows: List[Dict], columns: Sequence[str]) -> None:
             writer.writerow({c: _text(row[c]) for c in columns})
 
 
-def markdown_table(rows: List[Dict], columns: Sequence[str]) -> str:
-    lines = ['| ' + ' | '.join(columns) + ' |',
-             '|' + '|'.join('---' for _ in columns) + '|']
-    for row in rows:
-        lines.append('| ' + ' | '.join(_text(row[c]) for c in columns) +
-                     ' |')
-    return '\n'.join(lines) + '\n'
-
-
 def write_report(stem: str,
                  rows: List[Dict],
                  columns: Sequence[str],
                  table_rows: Optional[List[Dict]] = None) -> str:
     """Write ``rows`` to ``stem.csv`` and ``table_rows`` (default: ``rows``)
-    to ``stem.md``, creating the folder; returns the markdown table."""
+    to ``stem.md``, creating the folder; both files complete or neither.
+    Returns the markdown table."""
     os.makedirs(os.path.dirname(stem) or '.', exist_ok=True)
-    write_csv(stem + '.csv', rows, columns)
-    table = markdown_table(rows if table_rows is None else table_rows,
-                           columns)
-    with open(stem + '.md', 'w') as f:
-        f.write(table)
+    table = markdown_table(columns, rows if table_rows is None else
+                           table_rows, cell=_text) + '\n'
+    with atomic_outputs(stem + '.csv', stem + '.md') as (csv_tmp, md_tmp):
+        write_csv(csv_tmp, rows, columns)
+        with open(md_tmp, 'w') as f:
+            f.write(table)
     return table
