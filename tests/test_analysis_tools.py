@@ -2,7 +2,6 @@
 """One-epoch smoke runs of the Fig. 1 and Fig. 3 tools, on the bundled
 digits and on CIFAR-10 in its python format."""
 import csv
-import importlib.util
 import math
 import os.path as osp
 
@@ -10,8 +9,7 @@ import pytest
 import torch
 
 from test_analysis import write_fake_cifar
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+from tool_runner import load_tool
 
 
 @pytest.fixture(autouse=True)
@@ -20,14 +18,6 @@ def keep_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
-
-
-def load_tool(name):
-    path = osp.join(ROOT, 'tools', 'analysis', f'{name}.py')
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read_csv(path):
@@ -43,7 +33,7 @@ def check_png(path):
 def test_fig1_digits_one_epoch(tmp_path):
     pytest.importorskip('sklearn')
     pytest.importorskip('matplotlib')
-    fig1 = load_tool('fig1_fixed_statistics')
+    fig1 = load_tool('analysis/fig1_fixed_statistics')
     rows = fig1.main([
         '--epochs', '1', '--sigma-mu', '0,1', '--sigma-sigma', '0,6',
         '--out-dir', str(tmp_path)
@@ -68,7 +58,7 @@ def test_fig1_digits_one_epoch(tmp_path):
 def test_fig3_digits_one_epoch(tmp_path):
     pytest.importorskip('sklearn')
     pytest.importorskip('matplotlib')
-    fig3 = load_tool('fig3_stat_diff')
+    fig3 = load_tool('analysis/fig3_stat_diff')
     rows = fig3.main(['--epochs', '1', '--out-dir', str(tmp_path)])
     stem = osp.join(str(tmp_path), 'fig3_stat_diff_digits')
     table = read_csv(stem + '.csv')
@@ -85,12 +75,12 @@ def test_fig3_digits_one_epoch(tmp_path):
 def test_tools_on_cifar10_python_format(tmp_path):
     pytest.importorskip('matplotlib')
     folder = write_fake_cifar(str(tmp_path / 'data'), per_batch=8)
-    fig1 = load_tool('fig1_fixed_statistics')
+    fig1 = load_tool('analysis/fig1_fixed_statistics')
     fig1.main([
         '--cifar10', folder, '--epochs', '1', '--grid', '0', '--width', '4',
         '--out-dir', str(tmp_path)
     ])
-    fig3 = load_tool('fig3_stat_diff')
+    fig3 = load_tool('analysis/fig3_stat_diff')
     fig3.main([
         '--cifar10', str(tmp_path / 'data'), '--epochs', '1', '--variants',
         'BCN+WS,BN', '--train-size', '16', '--out-dir', str(tmp_path)
@@ -103,8 +93,8 @@ def test_tools_on_cifar10_python_format(tmp_path):
 
 
 def test_tools_reject_bad_arguments(tmp_path, capsys):
-    fig1 = load_tool('fig1_fixed_statistics')
-    fig3 = load_tool('fig3_stat_diff')
+    fig1 = load_tool('analysis/fig1_fixed_statistics')
+    fig3 = load_tool('analysis/fig3_stat_diff')
     for tool, argv, message in (
         (fig1, ['--grid', '0,-1'], 'non-negative'),
         (fig1, ['--epochs', '0'], '--epochs must be positive'),

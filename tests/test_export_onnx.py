@@ -8,10 +8,9 @@ import onnx
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, DefaultScope
 
 from mmbcn.cnn import BatchChannelNorm
-from mmbcn.utils import OutputPathError
+from mmbcn.utils import OutputPathError, build_model
 from tool_runner import REPO, load_tool
 
 DET = osp.join(REPO, 'configs', 'mask_rcnn',
@@ -25,9 +24,7 @@ def random_checkpoint(config, path):
     """The config's model, initialised, with random BCN statistics and
     affines (so folding changes every convolution), saved as mmengine
     does (``{'state_dict': ...}``)."""
-    cfg = Config.fromfile(config)
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = MODELS.build(cfg.model)
+    model = build_model(Config.fromfile(config))
     model.init_weights()
     gen = torch.Generator().manual_seed(0)
     for m in model.modules():

@@ -3,7 +3,6 @@ layers, within float32 rounding on Mask R-CNN and DeepLabV3, and through
 tools/deploy/fold_bcn.py to a config + checkpoint that load without
 mmbcn's BCN or WS."""
 import copy
-import importlib.util
 import os.path as osp
 
 import pytest
@@ -11,17 +10,20 @@ import torch
 from mmcv.cnn import ConvModule
 from mmcv.cnn.bricks.conv_ws import ConvWS2d
 from mmengine.config import Config
-from mmengine.hub import get_config
-from mmengine.registry import MODELS, DefaultScope
+from mmengine.registry import MODELS
 from mmengine.structures import InstanceData
 from torch import nn
 
+import mmbcn.models  # noqa: F401  (registers BCNASPPHead in mmseg)
 from bcn_reference import randomize
 from mmbcn.cnn import BatchChannelNorm, WSConv2d
 from mmbcn.deploy import FoldReport, fold_bcn, folded_config
+from mmbcn.utils import build_model, scoped_build
+from tool_runner import REPO, load_tool
 
 D = torch.float64
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+MASK_RCNN_BCN_WS = osp.join(
+    REPO, 'configs', 'mask_rcnn', 'mask-rcnn_r50_fpn_bcn-ws-all_2x_coco.py')
 
 
 def bcn(c=8, g=4, seed=0, **kwargs):
@@ -196,16 +198,6 @@ def test_training_mode_is_refused():
 
 # ------------------------------------------------------------ real models
 
-def bcn_ws_overrides(model, norm):
-    conv = dict(type='WSConv')
-    model.backbone.update(conv_cfg=conv, norm_cfg=norm, init_cfg=None)
-    model.neck.update(conv_cfg=conv, norm_cfg=norm)
-    model.roi_head.bbox_head.update(
-        type='Shared4Conv1FCBBoxHead', conv_out_channels=256,
-        conv_cfg=conv, norm_cfg=norm)
-    model.roi_head.mask_head.update(conv_cfg=conv, norm_cfg=norm)
-
-
 def mask_rcnn_outputs(model, x):
     """Backbone + neck, RPN head and RoI heads (on fixed proposals): every
     tensor the detector computes before its post-processing."""
@@ -230,16 +222,14 @@ EXACT, DEPLOY = (torch.float64, 1e-10), (torch.float32, 1e-4)
 @pytest.mark.parametrize('depth, dtype_tol', [(50, EXACT), (18, DEPLOY)])
 def test_mask_rcnn_fpn_bcn_ws_outputs_equal_after_folding(depth, dtype_tol):
     dtype, tol = dtype_tol
-    cfg = get_config('mmdet::mask_rcnn/mask-rcnn_r50_fpn_2x_coco.py')
-    bcn_ws_overrides(cfg.model, dict(type='BCN', num_groups=32,
-                                     estimate=True, update_rate=0.01))
+    cfg = Config.fromfile(MASK_RCNN_BCN_WS)  # BCN+WS, micro-batch BCN
+    cfg.model.backbone.init_cfg = None
     cfg.model.backbone.depth = depth
     cfg.model.test_cfg.rpn.update(nms_pre=100, max_per_img=20)
     if depth < 50:
         cfg.model.neck.in_channels = [64, 128, 256, 512]
     torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        model = MODELS.build(cfg.model).to(dtype)
+    model = build_model(cfg).to(dtype)
     x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(1),
                     dtype=dtype)
     layers = realistic_statistics(model, lambda m: mask_rcnn_outputs(m, x))
@@ -288,8 +278,7 @@ def deeplab_cfg(depth, channels=256):
 def test_deeplabv3_bcn_ws_outputs_equal_after_folding(depth, dtype_tol):
     dtype, tol = dtype_tol
     torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        model = MODELS.build(deeplab_cfg(depth)).to(dtype)
+    model = scoped_build(deeplab_cfg(depth), 'mmseg').to(dtype)
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(2, 3, 97, 97, generator=gen, dtype=dtype)
 
@@ -314,18 +303,11 @@ def test_deeplabv3_bcn_ws_outputs_equal_after_folding(depth, dtype_tol):
 
 # ------------------------------------------------------------------- tool
 
-def load_tool():
-    path = osp.join(REPO, 'tools', 'deploy', 'fold_bcn.py')
-    spec = importlib.util.spec_from_file_location('fold_bcn_tool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def small_deeplab_config(tmp_path):
     cfg = Config(dict(
         default_scope='mmseg',
-        custom_imports=dict(imports=['mmbcn'], allow_failed_imports=False),
+        custom_imports=dict(imports=['mmbcn', 'mmbcn.models'],
+                            allow_failed_imports=False),
         model=deeplab_cfg(18, channels=32),
         custom_hooks=[dict(type='BCNUpdateRateHook')]))
     path = str(tmp_path / 'deeplab_bcn.py')
@@ -336,8 +318,7 @@ def small_deeplab_config(tmp_path):
 def test_tool_writes_a_gn_config_and_weights_only_checkpoint(tmp_path):
     config = small_deeplab_config(tmp_path)
     torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        model = MODELS.build(Config.fromfile(config).model)
+    model = build_model(Config.fromfile(config))
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 65, 65, generator=gen)
     calibration = torch.randn(8, 3, 65, 65, generator=gen)
@@ -347,8 +328,8 @@ def test_tool_writes_a_gn_config_and_weights_only_checkpoint(tmp_path):
                                 for k, v in model.state_dict().items()}),
                ckpt)
     out = str(tmp_path / 'out' / 'folded.pth')
-    assert load_tool().main([config, ckpt, out, '--verify-shape', '2', '3',
-                             '65', '65']) == 0
+    assert load_tool('deploy/fold_bcn').main(
+        [config, ckpt, out, '--verify-shape', '2', '3', '65', '65']) == 0
 
     folded_cfg = Config.fromfile(str(tmp_path / 'out' / 'folded.py'))
     text = folded_cfg.pretty_text
@@ -359,13 +340,12 @@ def test_tool_writes_a_gn_config_and_weights_only_checkpoint(tmp_path):
     assert 'mmbcn.deploy' in folded_cfg.custom_imports.imports
     ckpt_out = torch.load(out, weights_only=True)
     assert ckpt_out['meta']['mmbcn_fold']['folded'] == 20 + 6
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        plain = MODELS.build(folded_cfg.model)
-    plain.load_state_dict(ckpt_out['state_dict'], strict=True)
+    deployed = build_model(folded_cfg)
+    deployed.load_state_dict(ckpt_out['state_dict'], strict=True)
     assert not any(isinstance(m, (BatchChannelNorm, WSConv2d))
-                   for m in plain.modules())
+                   for m in deployed.modules())
     with torch.no_grad():
-        got = plain.eval()(x, mode='tensor')
+        got = deployed.eval()(x, mode='tensor')
         want = model.eval()(x, mode='tensor')
     assert relative_error(got, want) < 1e-4
 
@@ -390,7 +370,7 @@ def test_tool_refuses_a_partly_foldable_model(tmp_path, capsys):
     ckpt = str(tmp_path / 'net.pth')
     torch.save(FoldTestNet().state_dict(), ckpt)
     out = str(tmp_path / 'folded.pth')
-    assert load_tool().main([config, ckpt, out]) == 1
+    assert load_tool('deploy/fold_bcn').main([config, ckpt, out]) == 1
     assert not osp.exists(out)
     printed = capsys.readouterr()
     assert 'unfoldable: norm: no convolution known' in printed.out

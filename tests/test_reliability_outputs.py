@@ -11,12 +11,11 @@ import re
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, DefaultScope
 
 import mmbcn  # noqa: F401
 from mmbcn.datasets import ShapesCocoDataset, generate_shapes_coco
 from mmbcn.models.official_checkpoint import save_checkpoint
-from mmbcn.utils import OutputPathError
+from mmbcn.utils import OutputPathError, scoped_build
 from tool_runner import load_tool
 from toy_run import toy_config
 
@@ -46,8 +45,7 @@ def bcn_model(tmp_path):
     folder = tmp_path / 'model'
     folder.mkdir()
     config = toy_config(folder, name='bcn.py')
-    with DefaultScope.overwrite_default_scope('mmengine'):
-        model = MODELS.build(Config.fromfile(config).model)
+    model = scoped_build(Config.fromfile(config).model, 'mmengine')
     checkpoint = str(folder / 'bcn.pth')
     torch.save({'state_dict': model.state_dict()}, checkpoint)
     return config, checkpoint
