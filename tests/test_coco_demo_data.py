@@ -115,3 +115,18 @@ def test_processes_starting_together_generate_one_complete_dataset(
     assert_complete(root, sizes)
     generate_shapes_coco(str(tmp_path / 'reference'))
     assert tree(root) == tree(tmp_path / 'reference')
+
+
+def test_data_from_another_generator_version_is_refused(tmp_path):
+    """A data root written by another version of the generator (other
+    images, other results) is named with what to do, not used."""
+    root = tmp_path / 'shapes'
+    generate_shapes_coco(str(root), sizes=SMALL)
+    ShapesCocoDataset.ensure_data(str(root))  # this version: accepted
+    path = root / 'annotations' / 'instances_train.json'
+    content = json.loads(path.read_text())
+    del content['info']  # as version 1 wrote it
+    path.write_text(json.dumps(content))
+    with pytest.raises(RuntimeError, match=r'instances_train\.json.*'
+                       r'version 1 .*Delete the data_root'):
+        ShapesCocoDataset.ensure_data(str(root))

@@ -2,13 +2,19 @@
 """Bundled demo data: a small COCO-format instance segmentation dataset of
 coloured shapes, generated deterministically on first use.
 
-Each image has a textured background and 1-5 squares, circles and triangles
-of varied sizes and colours that may overlap; later shapes occlude earlier
-ones, and each instance's mask, box and area describe what stays visible
-(masks stored as COCO RLE). Layout under ``data_root``::
+Each 256x256 image has a plain dark background and 1-3 bright squares,
+circles and triangles of varied sizes, colours and rotations that may
+overlap; later shapes occlude earlier ones, and each instance's mask, box
+and area describe what stays visible (masks stored as COCO RLE). The set is
+easy on purpose: Mask R-CNN learns it from scratch, one image per
+iteration, in a few hundred CPU iterations (docs/demo.md). Layout under
+``data_root``::
 
     annotations/instances_{train,val}.json
     train/*.jpg   val/*.jpg
+
+Each annotation file's ``info.version`` is :data:`GENERATOR_VERSION`; data
+written by another version of the generator is refused with what to do.
 """
 import json
 import os
@@ -25,20 +31,11 @@ from pycocotools import mask as mask_utils
 
 CLASSES = ('square', 'circle', 'triangle')
 SPLITS = {'train': (240, 0), 'val': (48, 1)}  # (images, seed)
+IMAGE_SIZE = 256
+MAX_SHAPES = 3
 MIN_VISIBLE_AREA = 40
-
-
-def _background(rng, h, w):
-    """Smooth colour gradient plus low-frequency blobs and pixel noise."""
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    base = rng.uniform(40, 215, size=3)
-    tilt = rng.uniform(-0.25, 0.25, size=(2, 3))
-    img = base + yy[..., None] * tilt[0] + xx[..., None] * tilt[1]
-    coarse = rng.normal(0, 18, size=(h // 16 + 1, w // 16 + 1, 3))
-    img += cv2.resize(coarse.astype(np.float32), (w, h),
-                      interpolation=cv2.INTER_CUBIC)
-    img += rng.normal(0, 6, size=(h, w, 3))
-    return img
+# Version 1 drew 1-5 shapes on textured backgrounds, 160-256 px images.
+GENERATOR_VERSION = 2
 
 
 def _draw(shape, rng, h, w):
@@ -61,15 +58,15 @@ def _draw(shape, rng, h, w):
 
 
 def _image(rng):
-    h, w = (int(v) for v in rng.integers(160, 257, size=2))
-    img = _background(rng, h, w)
+    h = w = IMAGE_SIZE
+    img = np.empty((h, w, 3), np.float32)
+    img[...] = rng.uniform(0, 80, size=3)  # dark background
     shapes = []
-    for _ in range(int(rng.integers(1, 6))):
+    for _ in range(int(rng.integers(1, MAX_SHAPES + 1))):
         label = int(rng.integers(len(CLASSES)))
         mask = _draw(CLASSES[label], rng, h, w)
-        colour = rng.uniform(0, 255, size=3)
-        shade = rng.uniform(0.85, 1.15, size=(h, w, 1))
-        img = np.where(mask[..., None] > 0, colour * shade, img)
+        colour = rng.uniform(120, 255, size=3)  # bright shapes
+        img = np.where(mask[..., None] > 0, colour, img)
         for _, earlier in shapes:  # occlusion by the new shape
             earlier &= 1 - mask
         shapes.append((label, mask))
@@ -115,7 +112,9 @@ def generate_shapes_coco(root: str, sizes: Optional[Dict[str, int]] = None
             anns += _annotations(shapes, i + 1, len(anns) + 1)
         with open(osp.join(root, 'annotations', f'instances_{split}.json'),
                   'w') as f:
-            json.dump(dict(images=images, annotations=anns,
+            json.dump(dict(info=dict(description='mmbcn shapes demo',
+                                     version=GENERATOR_VERSION),
+                           images=images, annotations=anns,
                            categories=categories), f)
 
 
@@ -140,8 +139,9 @@ class ShapesCocoDataset(CocoDataset):
         and the first rename wins.
 
         Raises:
-            RuntimeError: ``data_root`` exists and holds something else, or
-                an annotation file is not valid JSON (truncated); the
+            RuntimeError: ``data_root`` exists and holds something else, an
+                annotation file is not valid JSON (truncated), or the data
+                was written by another version of the generator; the
                 message names the path and what to do.
         """
         root = osp.normpath(data_root)
@@ -185,14 +185,23 @@ class ShapesCocoDataset(CocoDataset):
 
 
 def check_annotation_file(path: str, data_root: str) -> None:
-    """Raise a RuntimeError naming ``path`` if it is not valid JSON."""
+    """Raise a RuntimeError naming ``path`` if it is not valid JSON or was
+    written by another version of the generator."""
     if not osp.isfile(path):
         return  # a missing file is reported by whoever reads it
     try:
         with open(path, encoding='utf-8') as f:
-            json.load(f)
+            content = json.load(f)
     except (ValueError, UnicodeDecodeError) as err:
         raise RuntimeError(
             f'annotation file {path!r} is not valid JSON ({err}): it is '
             'truncated or damaged. Delete the data_root '
             f'{data_root!r} to have the demo data generated again') from err
+    info = content.get('info') if isinstance(content, dict) else None
+    version = info.get('version', 1) if isinstance(info, dict) else 1
+    if version != GENERATOR_VERSION:
+        raise RuntimeError(
+            f'annotation file {path!r} was written by version {version} of '
+            f'the shapes demo generator; this mmbcn writes version '
+            f'{GENERATOR_VERSION} (other images, other results). Delete the '
+            f'data_root {data_root!r} to have the demo data generated again')
