@@ -128,6 +128,7 @@ def test_hook_is_registered_and_checks_arguments():
         SingularityHook(scale_ratio=2)
 
 
+@pytest.mark.slow
 def test_hook_logs_known_values_every_epoch(tmp_path):
     runner, logged, text = run(
         tmp_path, NormBranches(),
@@ -150,6 +151,7 @@ def test_hook_logs_known_values_every_epoch(tmp_path):
     assert not runner.model.gn._forward_pre_hooks
 
 
+@pytest.mark.slow
 def test_hook_every_n_iterations_all_norm_types(tmp_path):
     model = NormBranches(all_types=True)
     runner, logged, text = run(tmp_path, model,

@@ -30,6 +30,7 @@ def check_png(path):
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
 
 
+@pytest.mark.slow
 def test_fig1_digits_one_epoch(tmp_path):
     pytest.importorskip('sklearn')
     pytest.importorskip('matplotlib')
@@ -55,6 +56,7 @@ def test_fig1_digits_one_epoch(tmp_path):
     assert open(stem + '.md').read().startswith('| sigma_mu | sigma_sigma |')
 
 
+@pytest.mark.slow
 def test_fig3_digits_one_epoch(tmp_path):
     pytest.importorskip('sklearn')
     pytest.importorskip('matplotlib')
@@ -72,6 +74,7 @@ def test_fig3_digits_one_epoch(tmp_path):
     check_png(stem + '.png')
 
 
+@pytest.mark.slow
 def test_tools_on_cifar10_python_format(tmp_path):
     pytest.importorskip('matplotlib')
     folder = write_fake_cifar(str(tmp_path / 'data'), per_batch=8)

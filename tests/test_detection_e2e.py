@@ -133,6 +133,7 @@ def test_missing_pretrained_backbone_says_what_to_do(tmp_path, shapes):
         load_tool('train').main([cfg, '--work-dir', str(tmp_path)])
 
 
+@pytest.mark.dist
 def test_two_gloo_processes_hold_identical_estimates(tmp_path, shapes):
     cfg = write_config(tmp_path, shapes,
                        hooks=('BCNUpdateRateHook', 'DumpBCNStatisticsHook'))

@@ -44,6 +44,7 @@ def random_checkpoint(config, path):
     (SEG, 'voc_shapes', 'whole segmentor (logits)', 1),
     (DET, 'shapes_coco', 'backbone + neck + RPN head', 15),
 ])
+@pytest.mark.slow
 def test_export_matches_pytorch_on_a_bundled_image(
         tmp_path, config, data, what, outputs):
     ckpt = random_checkpoint(config, tmp_path / 'model.pth')

@@ -315,6 +315,7 @@ def small_deeplab_config(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_tool_writes_a_gn_config_and_weights_only_checkpoint(tmp_path):
     config = small_deeplab_config(tmp_path)
     torch.manual_seed(0)

@@ -326,6 +326,7 @@ def assert_backbone_exact(official, dst, cfg, name):
     assert max(errors) < TOLERANCE
 
 
+@pytest.mark.slow
 def test_resnet50_cli_conversion_is_exact(r50, r50_converted):
     official, src = r50
     dst, stdout = r50_converted

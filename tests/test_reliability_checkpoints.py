@@ -167,6 +167,7 @@ def other_checkpoint(tmp_path):
     return str(tmp_path / 'other' / 'iter_1.pth')
 
 
+@pytest.mark.slow
 def test_test_tool_refuses_another_models_checkpoint(tmp_path,
                                                      other_checkpoint):
     cfg = toy_config(tmp_path)
@@ -183,6 +184,7 @@ def test_test_tool_refuses_another_models_checkpoint(tmp_path,
     assert 0 <= metrics['accuracy'] <= 1
 
 
+@pytest.mark.slow
 def test_load_from_refuses_another_models_checkpoint(tmp_path,
                                                      other_checkpoint):
     cfg = toy_config(tmp_path, load_from=other_checkpoint)

@@ -80,6 +80,7 @@ def test_fold_refuses_outputs_that_are_inputs(case, bcn_model):
     assert snapshot(folder) == before
 
 
+@pytest.mark.slow
 def test_fold_writes_both_outputs_or_neither(bcn_model, tmp_path,
                                              monkeypatch):
     config, checkpoint = bcn_model

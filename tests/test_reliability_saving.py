@@ -52,6 +52,7 @@ def work(tmp_path, name='work'):
     return str(tmp_path / name)
 
 
+@pytest.mark.slow
 def test_checkpoints_with_awkward_objects_resume(tmp_path):
     cfg = toy_config(tmp_path, max_keep_ckpts=1,
                      hooks=[dict(type='PutInCheckpointHook'),
@@ -67,6 +68,7 @@ def test_checkpoints_with_awkward_objects_resume(tmp_path):
     assert STARTS == [4]
 
 
+@pytest.mark.slow
 def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
     cfg = toy_config(tmp_path, max_keep_ckpts=1, hooks=[
         dict(type='PutInCheckpointHook', what='unencodable', at_iter=4)])
@@ -79,6 +81,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
         assert f.read() == kept
 
 
+@pytest.mark.slow
 def test_kill_while_saving_keeps_the_previous_checkpoint(tmp_path):
     """A SIGKILL while the new checkpoint is being written (mmengine has
     deleted the old one by then) leaves the old one, and --resume goes on
@@ -116,6 +119,7 @@ def two_checkpoints(tmp_path):
     return cfg
 
 
+@pytest.mark.slow
 def test_resume_skips_a_truncated_newest_checkpoint(tmp_path,
                                                     two_checkpoints):
     truncate(osp.join(work(tmp_path), 'iter_4.pth'))
@@ -128,6 +132,7 @@ def test_resume_skips_a_truncated_newest_checkpoint(tmp_path,
     assert STARTS == [2]
 
 
+@pytest.mark.slow
 def test_resume_without_last_checkpoint_record_finds_the_newest(
         tmp_path, two_checkpoints):
     os.unlink(osp.join(work(tmp_path), 'last_checkpoint'))
@@ -138,6 +143,7 @@ def test_resume_without_last_checkpoint_record_finds_the_newest(
     assert STARTS == [4]
 
 
+@pytest.mark.slow
 def test_resume_stops_when_no_checkpoint_loads(tmp_path, two_checkpoints):
     for name in ('iter_2.pth', 'iter_4.pth'):
         truncate(osp.join(work(tmp_path), name))

@@ -126,6 +126,8 @@ def test_losing_the_generation_race_is_harmless(tmp_path, monkeypatch):
     assert voc_demo._complete(str(root))
 
 
+@pytest.mark.slow
+@pytest.mark.dist
 def test_two_processes_generating_at_once(tmp_path, shapes):
     root = tmp_path / 'voc_shapes'
     code = ('import sys; from mmbcn.datasets.voc_demo import '
@@ -230,6 +232,7 @@ def test_mask_of_another_size_names_the_files(bad_mask, path):
     ds[1]  # the others load
 
 
+@pytest.mark.slow
 def test_mask_of_another_size_stops_training(bad_mask, tmp_path):
     root, name = bad_mask
     with pytest.raises(ValueError, match=rf'{name}\.png'):

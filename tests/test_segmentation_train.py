@@ -109,6 +109,7 @@ def bcn_states(path):
     return torch.load(path, weights_only=True)
 
 
+@pytest.mark.dist
 def test_sync_bcn_two_processes_equal_one_process_on_the_joined_batch(
         tmp_path, shapes):
     """One iteration without randomness (augmentation, dropout), in order:

@@ -69,6 +69,7 @@ def make_runner(tmp_path, hooks, paramwise_cfg=None):
         default_scope='mmengine')
 
 
+@pytest.mark.slow
 def test_rate_follows_learning_rate_with_warmup(tmp_path):
     recorder = Recorder()
     runner = make_runner(tmp_path, [dict(type='BCNUpdateRateHook'),
@@ -83,6 +84,7 @@ def test_rate_follows_learning_rate_with_warmup(tmp_path):
     assert not torch.equal(runner.model.norm.running_mean, torch.zeros(8))
 
 
+@pytest.mark.slow
 def test_multiplier_and_parameter_group_rates(tmp_path):
     recorder = Recorder()
     runner = make_runner(
@@ -108,6 +110,7 @@ def test_bad_multiplier_and_warmup():
         BCNUpdateRateHook(warmup_iters=-1)
 
 
+@pytest.mark.slow
 def test_multiplier_zero_freezes_the_estimates(tmp_path):
     runner = make_runner(tmp_path, [dict(type='BCNUpdateRateHook',
                                          multiplier=0)])
@@ -116,6 +119,7 @@ def test_multiplier_zero_freezes_the_estimates(tmp_path):
     assert torch.equal(runner.model.norm.running_var, torch.ones(8))
 
 
+@pytest.mark.slow
 def test_warmup_is_a_cumulative_average_then_the_paper_rate(tmp_path):
     """warmup_iters=T: r = max(1/t, lr) for t <= T, then r = lr; the
     estimates after the first iteration are that batch's statistics."""
