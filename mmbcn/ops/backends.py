@@ -172,9 +172,9 @@ def _auto_order(device: str) -> Tuple[str, ...]:
 
 
 def describe(x: Tensor) -> str:
-    """One line for logs and benchmarks: which backend a plain
-    (unsynchronized, same-dtype, training) call on ``x`` takes, and why the
-    faster ones do not serve it."""
+    """One line for logs and benchmarks: which backend a default call on
+    ``x`` (unsynchronized, parameters of x's dtype, training) takes, and
+    why the faster ones do not serve it."""
     c = x.shape[1]
     one = x.new_ones(c)
     call = BCNCall(x, x.new_zeros(c), one, torch.zeros((), dtype=torch.long),

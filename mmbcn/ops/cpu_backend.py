@@ -47,8 +47,9 @@ def refuse(call: BCNCall) -> Optional[str]:
 
 def forward(call: BCNCall) -> Tensor:
     rate = None if call.mode == FIXED else call.rate
-    # Eager calls on plain tensors enter the operator's autograd directly;
-    # tracing, torch.compile/export and dispatch modes see the operator.
+    # Eager calls (no tracer, no dispatch mode, no tensor subclass) enter
+    # the operator's autograd directly; tracing, torch.compile/export and
+    # dispatch modes see the operator.
     op = _bcn_cpu.forward if _eager(call.x) else \
         torch.ops.mmbcn.bcn_cpu_forward
     y, _ = op(call.x, call.batch_weight, call.batch_bias, call.weight,
@@ -59,12 +60,12 @@ def forward(call: BCNCall) -> Tensor:
 
 
 def _eager(x: Tensor) -> bool:
-    return (type(x) in _PLAIN and not torch._C._get_tracing_state()
+    return (type(x) in _BASE_TENSOR_TYPES and not torch._C._get_tracing_state()
             and not torch.compiler.is_compiling()
             and not torch._C._len_torch_dispatch_stack())
 
 
-_PLAIN = (Tensor, torch.nn.Parameter)
+_BASE_TENSOR_TYPES = (Tensor, torch.nn.Parameter)  # not a subclass
 
 
 def _register() -> None:

@@ -250,7 +250,8 @@ def moment_affine(x: Tensor, fn: CoefficientFn,
                   params: Sequence[Optional[Tensor]]) -> Tensor:
     """``fn``-normalize ``x`` through :class:`MomentAffine` when a gradient
     is needed, otherwise (and while exporting to ONNX, which records the
-    forward operations) with the plain two passes."""
+    forward operations) directly in two passes, without the autograd
+    function."""
     if torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export() and (
             x.requires_grad or any(p.requires_grad for p in params)):
         return MomentAffine.apply(x, fn, *params)

@@ -95,13 +95,14 @@ def _update_running_averages(call: BCNCall, count: Tensor,
                              batch_mean: Tensor, batch_var: Tensor) -> None:
     valid = count > 0
     call.num_batches_tracked.add_(valid.long())
-    factor: Optional[Tensor]
+    # the weight of this batch in the update (0 for an empty batch)
+    update_rate: Optional[Tensor]
     if call.rate is None:  # cumulative average, as BatchNorm momentum=None
-        factor = 1.0 / call.num_batches_tracked.clamp(min=1).to(
+        update_rate = 1.0 / call.num_batches_tracked.clamp(min=1).to(
             batch_mean.dtype)
     else:
-        factor = torch.full_like(count, call.rate)
-    factor = factor * valid.to(batch_mean.dtype)
+        update_rate = torch.full_like(count, call.rate)
+    update_rate = update_rate * valid.to(batch_mean.dtype)
     unbiased = batch_var * count / (count - 1).clamp(min=1)
-    call.running_mean.lerp_(batch_mean.to(call.running_mean), factor)
-    call.running_var.lerp_(unbiased.to(call.running_var), factor)
+    call.running_mean.lerp_(batch_mean.to(call.running_mean), update_rate)
+    call.running_var.lerp_(unbiased.to(call.running_var), update_rate)

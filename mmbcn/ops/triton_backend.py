@@ -72,20 +72,22 @@ def refuse(call: BCNCall) -> Optional[str]:
 
 def forward(call: BCNCall) -> Tensor:
     x = call.x
-    factor, cumulative = 0.0, False
+    # the running averages' (Algorithm 1's estimates') update rate; with
+    # ``cumulative`` the kernel uses 1 / num_batches_tracked instead
+    rate, cumulative = 0.0, False
     if call.mode == BATCH:
         call.num_batches_tracked.add_(1)
         cumulative = call.rate is None
-        factor = 0.0 if cumulative else float(call.rate)
+        rate = 0.0 if cumulative else float(call.rate)
     elif call.mode == ESTIMATE:
-        factor = float(call.rate)
+        rate = float(call.rate)
     params = [call.batch_weight, call.batch_bias, call.weight, call.bias]
     if torch.is_grad_enabled() and (x.requires_grad
                                     or any(p.requires_grad for p in params)):
-        y, new_mean, new_var = TritonBCN.apply(x, call, factor, cumulative,
+        y, new_mean, new_var = TritonBCN.apply(x, call, rate, cumulative,
                                                *params)
     else:
-        y, new_mean, new_var, _ = _forward(x, call, factor, cumulative)
+        y, new_mean, new_var, _ = _forward(x, call, rate, cumulative)
     if call.mode != FIXED:
         with torch.no_grad():
             call.running_mean.copy_(new_mean)
@@ -162,7 +164,7 @@ def _split(t: Tensor, layout) -> dict:
     return out
 
 
-def _forward(x: Tensor, call: BCNCall, factor: float, cumulative: bool):
+def _forward(x: Tensor, call: BCNCall, rate: float, cumulative: bool):
     """y, the new running statistics, and what the backward pass needs:
     float64 statistics and, in the compute dtype, the rounded means and
     the output's coefficients."""
@@ -196,7 +198,7 @@ def _forward(x: Tensor, call: BCNCall, factor: float, cumulative: bool):
             call.weight, call.bias, new_mean, new_var, v['mean'], v['var'],
             v['dev'], v['a'], v['inv_std'], v['mu'], v['r'], v['s'], centre,
             coef, offset, given, n, c, g, length, plan.splits, plan.chunk,
-            _bits(call.eps), _bits(factor), _bits(count / max(1, count - 1)),
+            _bits(call.eps), _bits(rate), _bits(count / max(1, count - 1)),
             MODE=_MODE[call.mode], CUMULATIVE=cumulative, PHASE=phase,
             BLOCK_N=_block(n, max(1, 1024 // k)), BLOCK_K=_block(k, 1024))
 
@@ -251,13 +253,13 @@ def _backward(dy: Tensor, x: Tensor, saved, groups: int, mode: int,
         plan.chunk, sn, sc, sl, dn, dc, dl, BLOCK_C=plan.block_c,
         BLOCK_L=plan.block_l)
     grads = torch.empty(2 * c + 2 * g + 2 * n * c, **f64)
-    d_bw, d_bb, d_w, d_b, d_mean, d_var = grads.split(
+    d_bw, d_bb, d_w, d_b, d_row_mean, d_row_var = grads.split(
         [c, c, g, g, n * c, n * c])
     slope, offset = torch.empty(2, n * c, dtype=rows.dtype, device=x.device)
     kernels.backward_coefficients[(g, )](
         partial_dy, partial_dyx, v['mean'], v['var'], v['dev'], v['a'],
         v['inv_std'], v['mu'], v['r'], v['s'], centre, d_bw, d_bb, d_w, d_b,
-        d_mean, d_var, slope, offset, n, c, g, length, plan.splits,
+        d_row_mean, d_row_var, slope, offset, n, c, g, length, plan.splits,
         MODE=mode, BLOCK_N=_block(n, max(1, 1024 // k)),
         BLOCK_K=_block(k, 1024))
     dx = None
@@ -275,8 +277,8 @@ class TritonBCN(torch.autograd.Function):
     gradients by :func:`_backward`; no second derivative."""
 
     @staticmethod
-    def forward(ctx, x, call, factor, cumulative, *params):
-        y, new_mean, new_var, saved = _forward(x, call, factor, cumulative)
+    def forward(ctx, x, call, rate, cumulative, *params):
+        y, new_mean, new_var, saved = _forward(x, call, rate, cumulative)
         ctx.saved = saved
         ctx.groups, ctx.mode = call.num_groups, _MODE[call.mode]
         ctx.dtypes = [p.dtype for p in params]

@@ -114,7 +114,7 @@ def coefficients(pmean_ptr, pm2_ptr, rm_ptr, rv_ptr, nbt_ptr, bw_ptr,
                  bb_ptr, gw_ptr, gb_ptr, new_rm_ptr, new_rv_ptr, mean_ptr,
                  var_ptr, dev_ptr, a_ptr, inv_std_ptr, mu_ptr, r_ptr, s_ptr,
                  centre_ptr, coef_ptr, offset_ptr, given_ptr, N, C, G, L, S,
-                 chunk, eps_bits, factor_bits, unbias_bits,
+                 chunk, eps_bits, rate_bits, unbias_bits,
                  MODE: tl.constexpr, CUMULATIVE: tl.constexpr,
                  PHASE: tl.constexpr, BLOCK_N: tl.constexpr,
                  BLOCK_K: tl.constexpr):
@@ -177,7 +177,7 @@ def coefficients(pmean_ptr, pm2_ptr, rm_ptr, rv_ptr, nbt_ptr, bw_ptr,
         if CUMULATIVE:  # BatchNorm's momentum=None
             rate = 1.0 / tl.load(nbt_ptr).to(tl.float64)
         else:
-            rate = _real(factor_bits)
+            rate = _real(rate_bits)
         if MODE == 1:
             # Eq. 14's running averages (unbiased variance), as BatchNorm.
             new_mean = running_mean + rate * (batch_mean - running_mean)
@@ -315,9 +315,9 @@ def partial_sums(x_ptr, dy_ptr, centre_ptr, pdy_ptr, pdyx_ptr, C, L, S,
 def backward_coefficients(pdy_ptr, pdyx_ptr, mean_ptr, var_ptr, dev_ptr,
                           a_ptr, inv_std_ptr, mu_ptr, r_ptr, s_ptr,
                           centre_ptr, d_bw_ptr, d_bb_ptr, d_w_ptr, d_b_ptr,
-                          dm_ptr, dv_ptr, slope_ptr, offset_ptr, N, C, G, L,
-                          S, MODE: tl.constexpr, BLOCK_N: tl.constexpr,
-                          BLOCK_K: tl.constexpr):
+                          d_row_mean_ptr, d_row_var_ptr, slope_ptr,
+                          offset_ptr, N, C, G, L, S, MODE: tl.constexpr,
+                          BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """The chain rule through the O(N*C) part for group g, in float64 (the
     formulas of csrc/bcn_cpu.cpp, backward_groups): the affine gradients,
     and dx's per-(n, c) coefficients,
@@ -367,8 +367,10 @@ def backward_coefficients(pdy_ptr, pdyx_ptr, mean_ptr, var_ptr, dev_ptr,
                               dmd * (mean - mu[None, :]) +
                               2.0 * a[None, :] * var * dvd, 0.0), axis=0)
         db += tl.sum(tl.where(mask, s[:, None] * t + dmd, 0.0), axis=0)
-        tl.store(dm_ptr + rows, a[None, :] * dmd, mask=mask)
-        tl.store(dv_ptr + rows, a[None, :] * a[None, :] * dvd, mask=mask)
+        # ... and of x's, through the group step (Eq. 15)
+        tl.store(d_row_mean_ptr + rows, a[None, :] * dmd, mask=mask)
+        tl.store(d_row_var_ptr + rows, a[None, :] * a[None, :] * dvd,
+                 mask=mask)
     tl.store(d_bw_ptr + cs, da * inv_std, mask=k_ok)
     tl.store(d_bb_ptr + cs, db, mask=k_ok)
     tl.store(d_w_ptr + g, tl.sum(d_weight, axis=0))
@@ -388,10 +390,13 @@ def backward_coefficients(pdy_ptr, pdyx_ptr, mean_ptr, var_ptr, dev_ptr,
         mean = tl.load(mean_ptr + rows, mask=mask, other=0.0)
         rounded = tl.load(centre_ptr + rows, mask=mask,
                           other=0.0).to(tl.float64)
-        dm = tl.load(dm_ptr + rows, mask=mask, other=0.0)
-        dv = tl.load(dv_ptr + rows, mask=mask, other=0.0)
-        dm += d_mu[None, :] + 2.0 * d_var[None, :] * (mean - mu[None, :])
-        slope = 2.0 * (dv + d_var[None, :]) / L
-        offset = dm / L + slope * (rounded - mean)
+        d_row_mean = tl.load(d_row_mean_ptr + rows, mask=mask, other=0.0)
+        d_row_var = tl.load(d_row_var_ptr + rows, mask=mask, other=0.0)
+        # with the batch statistics' share: the whole gradient of the row's
+        # mean and variance
+        d_mean_total = d_row_mean + (d_mu[None, :] + 2.0 * d_var[None, :] *
+                                     (mean - mu[None, :]))
+        slope = 2.0 * (d_row_var + d_var[None, :]) / L
+        offset = d_mean_total / L + slope * (rounded - mean)
         tl.store(slope_ptr + rows, slope, mask=mask)
         tl.store(offset_ptr + rows, offset, mask=mask)

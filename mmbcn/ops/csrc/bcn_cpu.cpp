@@ -28,9 +28,9 @@
 // Statistics of the batch step (Eq. 13), by `mode`:
 //   kFixed    - running_mean / running_var as they are (evaluation);
 //   kBatch    - the batch's own, differentiable (Eq. 13-14), and the
-//               running averages move by `factor` (the momentum; none:
-//               the cumulative average over num_batches_tracked);
-//   kEstimate - Algorithm 1: the estimates move by the rate `factor`
+//               running averages move by `update_rate` (the momentum;
+//               none: the cumulative average over num_batches_tracked);
+//   kEstimate - Algorithm 1: the estimates move by the rate `update_rate`
 //               towards the batch (lines 1-4), then normalize (line 5);
 //               no gradient flows into them.
 #include <torch/extension.h>
@@ -179,7 +179,7 @@ struct Shape {
 template <typename T>
 void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
                     const T* bw, const T* bb, const T* gw, const T* gb, T* rm,
-                    T* rv, int64_t mode, double factor, double unbias,
+                    T* rv, int64_t mode, double update_rate, double unbias,
                     double eps, int64_t g_lo, int64_t g_hi) {
   const int64_t n = sh.n, c = sh.c, k = sh.k, length = sh.length;
   const double inv_length = 1.0 / length, inv_n = 1.0 / n;
@@ -228,12 +228,12 @@ void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
           const double sq = inv_std[j] * inv_n;
           if (mode == kBatch) {
             inv_std[j] = sq;
-            rm_g[j] += static_cast<T>(factor * (mu[j] - rm_g[j]));
-            rv_g[j] += static_cast<T>(factor * (sq * unbias - rv_g[j]));
+            rm_g[j] += static_cast<T>(update_rate * (mu[j] - rm_g[j]));
+            rv_g[j] += static_cast<T>(update_rate * (sq * unbias - rv_g[j]));
           } else {
             // Lines 3-4; line 5 normalizes with the updated estimates.
-            rm_g[j] += static_cast<T>(factor * (mu[j] - rm_g[j]));
-            rv_g[j] += static_cast<T>(factor * (sq - rv_g[j]));
+            rm_g[j] += static_cast<T>(update_rate * (mu[j] - rm_g[j]));
+            rv_g[j] += static_cast<T>(update_rate * (sq - rv_g[j]));
             mu[j] = rm_g[j];
             inv_std[j] = rv_g[j];
           }
@@ -300,7 +300,7 @@ Tensor forward_impl(const Tensor& x, const Tensor& batch_weight,
                     const Tensor& batch_bias, const Tensor& weight,
                     const Tensor& bias, const Tensor& new_mean,
                     const Tensor& new_var, int64_t groups, double eps,
-                    int64_t mode, double factor,
+                    int64_t mode, double update_rate,
                     Tensor& stats_tensor) {
   const Shape sh(x, groups);
   stats_tensor = at::empty({Stats::size(sh.n, sh.c, groups)},
@@ -319,7 +319,7 @@ Tensor forward_impl(const Tensor& x, const Tensor& batch_weight,
   T* rm = new_mean.data_ptr<T>();
   T* rv = new_var.data_ptr<T>();
   at::parallel_for(0, groups, sh.group_grain(), [&](int64_t lo, int64_t hi) {
-    forward_groups(sh, st, xp, yp, bw, bb, gw, gb, rm, rv, mode, factor,
+    forward_groups(sh, st, xp, yp, bw, bb, gw, gb, rm, rv, mode, update_rate,
                    unbias, eps, lo, hi);
   });
   return y;
@@ -332,7 +332,11 @@ void backward_groups(const Shape& sh, const Stats& st, const T* xp,
                      int64_t g_lo, int64_t g_hi) {
   const int64_t n = sh.n, c = sh.c, k = sh.k, length = sh.length;
   const double inv_n = 1.0 / n, inv_k = 1.0 / k, inv_length = 1.0 / length;
-  std::vector<double> dm(n * k), dv(n * k);  // P and S first
+  // Per (n, c) row of the group: the sums of dy * (x - m_T) and of dy,
+  // then the gradients of the row's mean and variance of x through the
+  // group step (Eq. 15), to which the batch step's share is added below.
+  std::vector<double> sum_dy_xc(n * k), sum_dy(n * k);
+  std::vector<double> d_row_mean(n * k), d_row_var(n * k);
   std::vector<double> d_mu(k), d_var(k);
   for (int64_t g = g_lo; g < g_hi; ++g) {
     const int64_t j0 = g * k;
@@ -340,8 +344,8 @@ void backward_groups(const Shape& sh, const Stats& st, const T* xp,
       for (int64_t j = 0; j < k; ++j) {
         const int64_t i = b * c + j0 + j;
         row_sums(dyp + i * length, xp + i * length,
-                 static_cast<T>(st.mean[i]), length, &dm[b * k + j],
-                 &dv[b * k + j]);
+                 static_cast<T>(st.mean[i]), length, &sum_dy_xc[b * k + j],
+                 &sum_dy[b * k + j]);
       }
     }
     const double* a = st.a + j0;
@@ -354,13 +358,15 @@ void backward_groups(const Shape& sh, const Stats& st, const T* xp,
       const double* mean = st.mean + base;
       const double* var = st.var + base;
       const double* dev = st.dev + base;
-      double* p_dm = dm.data() + b * k;
-      double* s_dv = dv.data() + b * k;
+      const double* p = sum_dy_xc.data() + b * k;
+      const double* t = sum_dy.data() + b * k;
+      double* d_m = d_row_mean.data() + b * k;
+      double* d_v = d_row_var.data() + b * k;
       double ds = 0, sum_s = 0;
       for (int64_t j = 0; j < k; ++j) {
         const double rounded = static_cast<T>(mean[j]);
-        ds += a[j] * p_dm[j] + (a[j] * (rounded - mean[j]) + dev[j]) * s_dv[j];
-        sum_s += s_dv[j];
+        ds += a[j] * p[j] + (a[j] * (rounded - mean[j]) + dev[j]) * t[j];
+        sum_s += t[j];
       }
       d_bias[g] += sum_s;
       d_weight[g] += ds * r;
@@ -370,11 +376,11 @@ void backward_groups(const Shape& sh, const Stats& st, const T* xp,
         const double rounded = static_cast<T>(mean[j]);
         const double dmd = (dgm + 2.0 * dgv * dev[j]) * inv_k;
         const double dvd = dgv * inv_k;
-        da[j0 + j] += s * p_dm[j] + s * (rounded - mu[j]) * s_dv[j] +
+        da[j0 + j] += s * p[j] + s * (rounded - mu[j]) * t[j] +
                       dmd * (mean[j] - mu[j]) + 2.0 * a[j] * var[j] * dvd;
-        db[j0 + j] += s * s_dv[j] + dmd;
-        p_dm[j] = a[j] * dmd;
-        s_dv[j] = a[j] * a[j] * dvd;
+        db[j0 + j] += s * t[j] + dmd;
+        d_m[j] = a[j] * dmd;
+        d_v[j] = a[j] * a[j] * dvd;
       }
     }
     if (dxp == nullptr) continue;
@@ -392,12 +398,13 @@ void backward_groups(const Shape& sh, const Stats& st, const T* xp,
       const double s = st.s[b * sh.groups + g];
       for (int64_t j = 0; j < k; ++j) {
         const int64_t i = b * c + j0 + j;
-        const double dm_i =
-            dm[b * k + j] + d_mu[j] + 2.0 * d_var[j] * (st.mean[i] - mu[j]);
-        const double slope = 2.0 * (dv[b * k + j] + d_var[j]) * inv_length;
+        const double d_mean_total = d_row_mean[b * k + j] + d_mu[j] +
+                                    2.0 * d_var[j] * (st.mean[i] - mu[j]);
+        const double slope =
+            2.0 * (d_row_var[b * k + j] + d_var[j]) * inv_length;
         const T rounded = static_cast<T>(st.mean[i]);
         const double offset =
-            dm_i * inv_length + slope * (rounded - st.mean[i]);
+            d_mean_total * inv_length + slope * (rounded - st.mean[i]);
         row_grad(dyp + i * length, xp + i * length, rounded,
                  static_cast<T>(s * a[j]), static_cast<T>(slope),
                  static_cast<T>(offset), length, dxp + i * length);
@@ -485,17 +492,19 @@ std::tuple<Tensor, Tensor> bcn_cpu_forward(
   TORCH_CHECK(num_batches_tracked.scalar_type() == at::kLong &&
                   num_batches_tracked.numel() == 1,
               "bcn_cpu: num_batches_tracked must be one int64");
-  double factor = rate.value_or(0.0);
+  // The weight of this batch in the running averages' update: `rate`, or
+  // 1 / num_batches_tracked for the cumulative average (rate none).
+  double update_rate = rate.value_or(0.0);
   if (mode == kBatch) {
     int64_t* tracked = num_batches_tracked.data_ptr<int64_t>();
     *tracked += 1;
-    if (!rate.has_value()) factor = 1.0 / *tracked;  // cumulative average
+    if (!rate.has_value()) update_rate = 1.0 / *tracked;
   }
   Tensor stats, y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_cpu_forward", [&] {
     y = forward_impl<scalar_t>(x, batch_weight, batch_bias, weight, bias,
                                running_mean, running_var, groups, eps, mode,
-                               factor, stats);
+                               update_rate, stats);
   });
   return {y, stats};
 }
