@@ -1,5 +1,8 @@
 """Every shipped detection config loads, builds its full model and runs one
-forward pass on a small image."""
+forward pass on a small image; the paper's detection configs hold its
+micro-batch settings (Sec. 4.2). What holds for every config (norms and WS
+as the file name says, custom_imports, hooks) is in
+tests/test_config_invariants.py."""
 import glob
 import os.path as osp
 
@@ -11,18 +14,19 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import mmbcn  # noqa: F401
-from mmbcn.cnn import BatchChannelNorm, WSConv2d
+from mmbcn.cnn import BatchChannelNorm
 from tool_runner import REPO
 
 CONFIGS = sorted(
     glob.glob(osp.join(REPO, 'configs', 'faster_rcnn', '*.py')) +
     glob.glob(osp.join(REPO, 'configs', 'mask_rcnn', '*.py')))
 PAPER = [c for c in CONFIGS if not c.endswith('_demo.py')]
+NORM_LAYERS = (BatchChannelNorm, torch.nn.GroupNorm)
 
 
 def test_paper_configs_are_shipped():
     names = {osp.basename(c) for c in PAPER}
-    assert names == {
+    assert names >= {
         'faster-rcnn_r50_fpn_bcn-ws-all_1x_coco.py',
         'faster-rcnn_r101_fpn_bcn-ws-all_1x_coco.py',
         'faster-rcnn_x50-32x4d_fpn_bcn-ws-all_1x_coco.py',
@@ -50,22 +54,17 @@ def test_config_builds_and_predicts(path):
     with DefaultScope.overwrite_default_scope('mmdet'):
         model = MODELS.build(cfg.model)
     model.init_weights()
-    # BCN+WS in backbone, neck and every normalized head, as in the paper
-    is_gn_demo = '_gn-ws-' in path
+    # '-all': the backbone, the neck and the heads with convolutions are
+    # normalized, as in the paper (which norm and the WS convolutions:
+    # tests/test_config_invariants.py)
     for part in ('backbone', 'neck', 'roi_head.bbox_head',
                  'roi_head.mask_head'):
         module = model
         for attr in part.split('.'):
             module = getattr(module, attr, None)
-        if module is None:
-            continue
-        norms = [m for m in module.modules()
-                 if isinstance(m, (BatchChannelNorm, torch.nn.GroupNorm))]
-        assert norms, f'{part} has no normalization'
-        if not is_gn_demo:
-            assert all(isinstance(m, BatchChannelNorm) and m.estimate
-                       for m in norms), part
-        assert any(isinstance(m, WSConv2d) for m in module.modules()), part
+        if module is not None:
+            assert any(isinstance(m, NORM_LAYERS)
+                       for m in module.modules()), f'{part}: no norm layer'
     model.eval()
     with torch.no_grad():
         results = model.test_step(one_image())
