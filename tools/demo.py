@@ -33,6 +33,8 @@ import subprocess
 import sys
 import time
 
+from mmbcn.utils.atomic import atomic_outputs
+
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(HERE)
 
@@ -201,10 +203,10 @@ def write_run_config(config: str, out_dir: str, args) -> str:
             lines.append(f'{loader} = dict(dataset=dict(pipeline='
                          f'{pipeline!r}))')
         lines.append('test_dataloader = val_dataloader')
-    os.makedirs(out_dir, exist_ok=True)
     path = osp.join(out_dir, 'demo_config.py')
-    with open(path, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
+    with atomic_outputs(path) as (tmp, ):
+        with open(tmp, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
     return path
 
 
@@ -266,9 +268,12 @@ def worker(args) -> None:
         checkpoint=osp.join(out_dir, f'iter_{max_iters}.pth'),
         log_dir=runner.log_dir)
     predictions = predict(runner, args.task)
-    np.savez_compressed(osp.join(out_dir, 'predictions.npz'), **predictions)
-    with open(osp.join(out_dir, 'result.json'), 'w') as f:
-        json.dump(result, f)
+    with atomic_outputs(osp.join(out_dir, 'predictions.npz'),
+                        osp.join(out_dir, 'result.json')) as (npz, res):
+        with open(npz, 'wb') as f:  # a file: savez adds no extension
+            np.savez_compressed(f, **predictions)
+        with open(res, 'w') as f:
+            json.dump(result, f)
 
 
 def predict(runner, task: str):
@@ -506,9 +511,7 @@ def plot_curves(results, task: str, path: str) -> None:
         f'{task}: same data, model, schedule and seed ({seed}); '
         'only the normalization differs',
         fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _ground_truth_instances(ann_file: str):
@@ -608,8 +611,14 @@ def plot_predictions(results, args, path: str) -> None:
     what = (f'detections with score >= {SCORE_THR}'
             if args.task == 'detection' else 'predicted classes')
     fig.suptitle(f'validation images: {what}', fontsize=9)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    import matplotlib.pyplot as plt
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_outputs(path) as (tmp, ):
+        fig.savefig(tmp, dpi=110, format='png')
     plt.close(fig)
 
 
@@ -650,10 +659,12 @@ def main(argv=None):
         concurrent=not args.sequential and len(runs) > 1,
         total_minutes=round(minutes, 3),
         runs=rows)
-    with open(osp.join(args.work_dir, 'results.md'), 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    with open(osp.join(args.work_dir, 'results.json'), 'w') as f:
-        json.dump(summary, f, indent=1)
+    with atomic_outputs(osp.join(args.work_dir, 'results.md'),
+                        osp.join(args.work_dir, 'results.json')) as (md, js):
+        with open(md, 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        with open(js, 'w') as f:
+            json.dump(summary, f, indent=1)
     plot_curves(results, args.task, osp.join(args.work_dir, 'curves.png'))
     plot_predictions(results, args, osp.join(args.work_dir, 'predictions.png'))
     print(f'\n== mmbcn demo: {args.task}, seed {args.seed}, '
