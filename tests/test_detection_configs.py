@@ -48,6 +48,7 @@ def one_image(size=96):
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+@pytest.mark.slow
 def test_config_builds_and_predicts(path):
     cfg = Config.fromfile(path)
     cfg.model.backbone.init_cfg = None  # no weights in tests

@@ -220,6 +220,7 @@ EXACT, DEPLOY = (torch.float64, 1e-10), (torch.float32, 1e-4)
 
 
 @pytest.mark.parametrize('depth, dtype_tol', [(50, EXACT), (18, DEPLOY)])
+@pytest.mark.slow
 def test_mask_rcnn_fpn_bcn_ws_outputs_equal_after_folding(depth, dtype_tol):
     dtype, tol = dtype_tol
     cfg = Config.fromfile(MASK_RCNN_BCN_WS)  # BCN+WS, micro-batch BCN
@@ -275,6 +276,7 @@ def deeplab_cfg(depth, channels=256):
 
 
 @pytest.mark.parametrize('depth, dtype_tol', [(50, EXACT), (18, DEPLOY)])
+@pytest.mark.slow
 def test_deeplabv3_bcn_ws_outputs_equal_after_folding(depth, dtype_tol):
     dtype, tol = dtype_tol
     torch.manual_seed(0)

@@ -428,6 +428,7 @@ def test_deeplabv3_conversion_is_exact(deeplab):
     assert max(errors) < TOLERANCE and logits_error < TOLERANCE
 
 
+@pytest.mark.slow
 def test_deeplabv3_config_evaluates_as_the_authors(deeplab):
     """The config's test path: the image at its own size, normalized, padded
     with zeros bottom-right (to 513x513 in the config, 97x97 here for

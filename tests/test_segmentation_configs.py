@@ -55,6 +55,7 @@ def batch(sizes, num_classes, seed=0):
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+@pytest.mark.slow
 def test_config_builds_and_predicts_and_trains(path):
     cfg, model = build(path)
     num_classes = cfg.model.decode_head.num_classes
