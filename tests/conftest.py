@@ -37,3 +37,15 @@ def randn():
     """``randn(*shape, dtype=float64, seed=1, loc=0, scale=1)``: seeded
     random tensors."""
     return seeded_randn
+
+
+@pytest.fixture
+def restore_default_scope():
+    """Put mmengine's current default scope back after the test: a Runner
+    built in this process (a tool's ``main``) leaves its config's scope
+    current, where later builds without a scope would look names up."""
+    from mmengine.registry import DefaultScope
+    saved = DefaultScope._instance_dict.copy()
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)

@@ -12,6 +12,8 @@ from mmbcn.engine import load_weights_only
 from tool_runner import load_tool
 from toy_run import toy_config
 
+pytestmark = pytest.mark.usefixtures('restore_default_scope')
+
 
 def test_amp_asks_for_the_amp_optimizer_wrapper(tmp_path):
     train = load_tool('train')

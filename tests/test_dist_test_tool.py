@@ -18,7 +18,10 @@ from mmbcn.cnn import BatchChannelNorm
 from tool_runner import load_tool, run
 from toy_run import toy_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.dist]
+pytestmark = [
+    pytest.mark.slow, pytest.mark.dist,
+    pytest.mark.usefixtures('restore_default_scope')
+]
 
 # 15 images on 2 processes: the sampler pads one process's share with a
 # repeated image, which the collected results must drop again. With a
