@@ -76,9 +76,10 @@ def encode(obj: Any, where: str = 'checkpoint') -> Any:
         return {TAG: 'Counter', 'items': encode(dict(obj), where)}
     if isinstance(obj, dict):
         return _encode_dict(obj, where)
-    if isinstance(obj, (list, tuple)):
+    if type(obj) in (list, tuple):  # not subclasses: a namedtuple's
+        # fields would be lost in silence; it is refused below instead
         items = [encode(v, f'{where}[{i}]') for i, v in enumerate(obj)]
-        return items if isinstance(obj, list) else tuple(items)
+        return items if type(obj) is list else tuple(items)
     raise TypeError(f'{where} holds a {type(obj).__module__}.'
                     f'{type(obj).__qualname__}, which a weights_only '
                     'checkpoint cannot store: convert it to plain data '
@@ -139,7 +140,7 @@ def decode(obj: Any) -> Any:
         return OrderedDict(items) if isinstance(obj, OrderedDict) else items
     if isinstance(obj, list):
         return [decode(v) for v in obj]
-    if isinstance(obj, tuple):
+    if type(obj) is tuple:  # a torch.Size is stored as it is
         return tuple(decode(v) for v in obj)
     return obj
 
