@@ -44,14 +44,14 @@ import os.path as osp
 import sys
 
 import torch
+from mmengine.config import Config, ConfigDict, DictAction
+
+import mmbcn  # noqa: F401
 from bench_common import (environment, fmt, interleaved, load_average,
                           markdown_table, median_seconds, paired_ratio,
                           peak_memory, reexec_with_timing_allocator,
                           run_memory_worker, saved_bytes_counter,
                           write_outputs)
-from mmengine.config import Config, ConfigDict, DictAction
-
-import mmbcn  # noqa: F401
 from mmbcn.cnn import BatchChannelNorm
 from mmbcn.deploy import fold_bcn
 from mmbcn.deploy.folded_config import (WS_CONV_TYPES, group_norm_cfg,

@@ -55,12 +55,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from bench_common import (environment, fmt, interleaved, load_average,
                           markdown_table, paired_ratio, peak_memory,
                           reexec_with_timing_allocator, run_memory_worker,
                           saved_bytes_counter, write_outputs)
-from torch import Tensor, nn
-
 from mmbcn.ops import BACKENDS, BatchChannelNorm, set_backend
 
 GROUPS = 32

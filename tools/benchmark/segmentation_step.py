@@ -32,15 +32,15 @@ import os.path as osp
 import sys
 
 import torch
-from bench_common import (environment, fmt, interleaved, load_average,
-                          markdown_table, median_seconds, paired_ratio,
-                          peak_memory, reexec_with_timing_allocator,
-                          run_memory_worker, synchronize, write_outputs)
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.structures import PixelData
 
 import mmbcn  # noqa: F401  (registers SyncBCN, WSConv)
+from bench_common import (environment, fmt, interleaved, load_average,
+                          markdown_table, median_seconds, paired_ratio,
+                          peak_memory, reexec_with_timing_allocator,
+                          run_memory_worker, synchronize, write_outputs)
 from mmbcn.utils import build_model
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
