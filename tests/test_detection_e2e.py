@@ -27,8 +27,8 @@ def write_config(tmp_path, shapes, base=DEMO, hooks=('BCNUpdateRateHook', ),
                  name='cfg.py', **extra):
     lines = [
         f'_base_ = {base!r}',
-        "custom_imports = dict(imports=['mmbcn', 'mmbcn_test_hooks'], "
-        'allow_failed_imports=False)',
+        "custom_imports = dict(imports=['mmbcn', 'mmbcn.datasets.coco_demo', "
+        "'mmbcn_test_hooks'], allow_failed_imports=False)",
         f"data_root = '{shapes}/'",
         'train_dataloader = dict(num_workers=0, persistent_workers=False, '
         'dataset=dict(data_root=data_root))',

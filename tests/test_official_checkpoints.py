@@ -459,7 +459,7 @@ def test_deeplabv3_config_evaluates_as_the_authors(deeplab):
 def test_deeplabv3_config():
     cfg = Config.fromfile(DEEPLAB_CONFIG)
     assert cfg.custom_imports == dict(
-        imports=['mmbcn'], allow_failed_imports=False)
+        imports=['mmbcn', 'mmbcn.models'], allow_failed_imports=False)
     assert cfg.load_from == (
         'checkpoints/deeplabv3_r101_bcn-ws_voc12aug_official.pth')
     backbone = cfg.model.backbone

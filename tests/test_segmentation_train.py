@@ -41,8 +41,8 @@ def write_config(tmp_path, shapes, pipeline=CROP, shuffle=True, model='',
     first 4 val images."""
     text = [
         f'_base_ = {DEMO!r}',
-        "custom_imports = dict(imports=['mmbcn', 'mmbcn_test_hooks'], "
-        'allow_failed_imports=False)',
+        "custom_imports = dict(imports=['mmbcn', 'mmbcn.datasets.voc_demo', "
+        "'mmbcn_test_hooks'], allow_failed_imports=False)",
         'crop_size = (64, 64)',
         f'model = dict(data_preprocessor=dict(size=crop_size){model})',
         f"data_root = '{shapes}'",
