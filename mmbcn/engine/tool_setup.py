@@ -51,6 +51,14 @@ def prepare_and_check_data(cfg, loaders: Iterable[str]) -> None:
 def _check_one(registry, where, ds) -> None:
     cls = registry.get(ds['type']) if isinstance(ds.get('type'),
                                                  str) else ds.get('type')
+    if cls is None:
+        from mmbcn.datasets import _MODULE_OF
+        module = _MODULE_OF.get(ds['type'])
+        hint = (f"add 'mmbcn.datasets.{module}' to custom_imports"
+                if module else 'import the module that registers it in '
+                'custom_imports')
+        raise KeyError(f'{where}.type: {ds["type"]!r} is not registered in '
+                       f'the {registry.scope!r} DATASETS registry: {hint}')
     data_root = ds.get('data_root') or ''
     if hasattr(cls, 'ensure_data') and data_root:
         cls.ensure_data(data_root)
