@@ -46,11 +46,11 @@ from typing import Callable, Dict, Tuple
 
 import mmseg.models  # noqa: F401  (registers ResNet, EncoderDecoder, ...)
 import torch
-from mmengine.registry import DefaultScope
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..utils import atomic_save, check_outputs
+from ..engine.checkpoint_hook import strip_module_prefix
+from ..utils import atomic_save, check_outputs, scoped_build
 from ..version import __version__
 from . import decode_heads  # noqa: F401  (registers BCNASPPHead)
 
@@ -198,9 +198,7 @@ def load_official_state(path: str) -> Dict[str, Tensor]:
         raise OfficialCheckpointError(
             f'{path}: holds {found}, not a state dict (name -> tensor) nor '
             "{'state_dict': state dict, ...}")
-    return OrderedDict(
-        (k[len('module.'):] if k.startswith('module.') else k, v)
-        for k, v in obj.items())
+    return OrderedDict(strip_module_prefix(obj))
 
 
 def recognise_architecture(state: Dict[str, Tensor]) -> Architecture:
@@ -326,10 +324,9 @@ def _map_key(key: str, rules: tuple):
 def target_state_shapes(arch: Architecture) -> Dict[str, torch.Size]:
     """Key -> shape of ``arch.model``'s state dict (built on the meta
     device: no memory, no initialization cost)."""
-    with torch.device('meta'), warnings.catch_warnings(), \
-            DefaultScope.overwrite_default_scope(MODELS.scope):
+    with torch.device('meta'), warnings.catch_warnings():
         warnings.simplefilter('ignore')  # mmseg's loss-builder notices
-        model = MODELS.build(copy.deepcopy(arch.model))
+        model = scoped_build(copy.deepcopy(arch.model), MODELS.scope, MODELS)
     return OrderedDict((k, v.shape) for k, v in model.state_dict().items())
 
 
