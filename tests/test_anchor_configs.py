@@ -9,12 +9,12 @@ import mmseg
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from torch import nn
 
 import mmbcn  # noqa: F401
 from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
 from mmbcn.models.official_checkpoint import ARCHITECTURES, target_state_shapes
+from mmbcn.utils import scoped_build
 from tool_runner import REPO
 
 DET = osp.join(REPO, 'configs', 'mask_rcnn',
@@ -30,10 +30,8 @@ UPSTREAM_SEG = osp.join(MMSEG, 'deeplabv3',
 
 
 def build(cfg, scope):
-    from mmengine.registry import MODELS
     cfg.model.backbone.init_cfg = None  # no weights in tests
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(cfg.model)
+    model = scoped_build(cfg.model, scope)
     model.init_weights()
     return model
 

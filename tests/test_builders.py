@@ -11,6 +11,7 @@ from mmengine.registry import DefaultScope
 
 import mmbcn  # noqa: F401
 from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
+from mmbcn.utils import scoped_build
 
 
 @pytest.mark.parametrize('scope', ['mmdet', 'mmseg'])
@@ -65,13 +66,12 @@ def test_conv_module_forward_backward():
 @pytest.mark.parametrize('estimate', [False, True])
 def test_mmdet_resnet_with_bcn_ws(estimate):
     from mmdet.registry import MODELS
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        resnet = MODELS.build(
-            dict(type='ResNet', depth=18, num_stages=4,
-                 out_indices=(0, 1, 2, 3), norm_eval=True, style='pytorch',
-                 zero_init_residual=True, conv_cfg=dict(type='WSConv'),
-                 norm_cfg=dict(type='BCN', num_groups=16,
-                               estimate=estimate)))
+    resnet = scoped_build(
+        dict(type='ResNet', depth=18, num_stages=4, out_indices=(0, 1, 2, 3),
+             norm_eval=True, style='pytorch', zero_init_residual=True,
+             conv_cfg=dict(type='WSConv'),
+             norm_cfg=dict(type='BCN', num_groups=16, estimate=estimate)),
+        'mmdet', MODELS)
     resnet.init_weights()
     resnet.train()
     bcns = [m for m in resnet.modules() if isinstance(m, BatchChannelNorm)]
@@ -92,10 +92,9 @@ def test_mmdet_resnet_with_bcn_ws(estimate):
 
 def test_mmseg_resnet_builds_with_syncbcn():
     from mmseg.registry import MODELS
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        resnet = MODELS.build(
-            dict(type='ResNetV1c', depth=18, strides=(1, 2, 1, 1),
-                 dilations=(1, 1, 2, 4), conv_cfg=dict(type='WSConv'),
-                 norm_cfg=dict(type='SyncBCN', num_groups=8)))
+    resnet = scoped_build(
+        dict(type='ResNetV1c', depth=18, strides=(1, 2, 1, 1),
+             dilations=(1, 1, 2, 4), conv_cfg=dict(type='WSConv'),
+             norm_cfg=dict(type='SyncBCN', num_groups=8)), 'mmseg', MODELS)
     outs = resnet(torch.randn(2, 3, 32, 32))
     assert outs[-1].shape == (2, 512, 4, 4)  # stem /4, one stride 2

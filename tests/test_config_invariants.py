@@ -21,10 +21,10 @@ import sys
 
 import pytest
 from mmengine.config import Config
-from mmengine.registry import MODELS, DefaultScope
 from torch import nn
 
 from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
+from mmbcn.utils import scoped_build
 from tool_runner import REPO
 
 CONFIGS = sorted(
@@ -167,8 +167,7 @@ def built(request):
     cfg = Config.fromfile(request.param)
     model_cfg = copy.deepcopy(cfg.model)
     drop_pretrained(model_cfg)
-    with DefaultScope.overwrite_default_scope(cfg.default_scope):
-        model = MODELS.build(model_cfg)
+    model = scoped_build(model_cfg, cfg.default_scope)
     return request.param, cfg, model
 
 

@@ -11,10 +11,10 @@ import torch
 from mmdet.registry import MODELS
 from mmdet.structures import DetDataSample
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 
 import mmbcn  # noqa: F401
 from mmbcn.cnn import BatchChannelNorm
+from mmbcn.utils import scoped_build
 from tool_runner import REPO
 
 CONFIGS = sorted(
@@ -52,8 +52,7 @@ def one_image(size=96):
 def test_config_builds_and_predicts(path):
     cfg = Config.fromfile(path)
     cfg.model.backbone.init_cfg = None  # no weights in tests
-    with DefaultScope.overwrite_default_scope('mmdet'):
-        model = MODELS.build(cfg.model)
+    model = scoped_build(cfg.model, 'mmdet', MODELS)
     model.init_weights()
     # '-all': the backbone, the neck and the heads with convolutions are
     # normalized, as in the paper (which norm and the WS convolutions:

@@ -9,12 +9,12 @@ import sys
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import MODELS, DefaultScope
 
 import mmbcn  # noqa: F401
 from bcn_reference import randomize
 from dist_utils import free_port
 from mmbcn.cnn import BatchChannelNorm
+from mmbcn.utils import scoped_build
 from tool_runner import load_tool, run
 from toy_run import toy_config
 
@@ -37,8 +37,7 @@ def checkpoint(tmp_path):
     statistics (evaluation normalizes with them)."""
     config = toy_config(tmp_path)
     torch.manual_seed(0)
-    with DefaultScope.overwrite_default_scope('mmengine'):
-        model = MODELS.build(Config.fromfile(config).model)
+    model = scoped_build(Config.fromfile(config).model, 'mmengine')
     bcn = [m for m in model.modules() if isinstance(m, BatchChannelNorm)]
     assert bcn
     for seed, layer in enumerate(bcn):

@@ -19,7 +19,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from torch import nn
 
 from mmbcn.models.official_checkpoint import (ARCHITECTURES,
@@ -28,6 +27,7 @@ from mmbcn.models.official_checkpoint import (ARCHITECTURES,
                                               convert_state_dict,
                                               recognise_architecture,
                                               save_checkpoint)
+from mmbcn.utils import scoped_build
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOL = osp.join(REPO, 'tools', 'model_converters', 'official_bcn.py')
@@ -297,12 +297,12 @@ def r50_converted(r50, tmp_path_factory):
 def mmdet_backbone(cfg):
     import mmdet.models  # noqa: F401
     from mmdet.registry import MODELS
-    return MODELS.build(dict(cfg, out_indices=(0, 1, 2, 3)))
+    return scoped_build(dict(cfg, out_indices=(0, 1, 2, 3)), 'mmdet', MODELS)
 
 
 def mmseg_backbone(cfg):
     from mmseg.registry import MODELS
-    return MODELS.build(dict(cfg, out_indices=(0, 1, 2, 3)))
+    return scoped_build(dict(cfg, out_indices=(0, 1, 2, 3)), 'mmseg', MODELS)
 
 
 def assert_backbone_exact(official, dst, cfg, name):
@@ -404,8 +404,7 @@ def deeplab(tmp_path_factory):
     convert_official_checkpoint(src, dst, log=lambda line: None)
     cfg = Config.fromfile(DEEPLAB_CONFIG)
     from mmseg.registry import MODELS
-    with DefaultScope.overwrite_default_scope('mmseg'):
-        segmentor = MODELS.build(cfg.model)
+    segmentor = scoped_build(cfg.model, 'mmseg', MODELS)
     segmentor.load_state_dict(loaded(dst)['state_dict'], strict=True)
     return official, segmentor.eval(), loaded(dst)['meta']
 

@@ -8,7 +8,6 @@ import os.path as osp
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from mmengine.structures import PixelData
 from mmseg.registry import MODELS
 from mmseg.structures import SegDataSample
@@ -17,6 +16,7 @@ from torch import nn
 import mmbcn  # noqa: F401
 from mmbcn.cnn import BatchChannelNorm, WSConv2d
 from mmbcn.models.official_checkpoint import ARCHITECTURES, target_state_shapes
+from mmbcn.utils import scoped_build
 from tool_runner import REPO
 
 HERE = osp.join(REPO, 'configs', 'deeplabv3')
@@ -34,8 +34,7 @@ CONFIGS = sorted(PAPER.values()) + DEMOS
 def build(path):
     cfg = Config.fromfile(path)
     cfg.model.backbone.init_cfg = None  # no weights in tests
-    init_default_scope(cfg.default_scope)
-    model = MODELS.build(cfg.model)
+    model = scoped_build(cfg.model, cfg.default_scope, MODELS)
     model.init_weights()
     return cfg, model
 

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from mmseg.registry import DATASETS
 from PIL import Image
 
@@ -18,6 +17,7 @@ import mmbcn  # noqa: F401
 from mmbcn.datasets import voc_demo
 from mmbcn.datasets.voc_demo import (CLASSES, SPLITS, VOID,
                                      generate_voc_shapes, prepare_voc_shapes)
+from mmbcn.utils import scoped_build
 from tool_runner import REPO, load_tool, tool_env
 
 CONFIGS = osp.join(REPO, 'configs', 'deeplabv3')
@@ -51,8 +51,8 @@ def dataset(root, split, path=DEMO):
     cfg = Config.fromfile(path)
     loader = cfg.train_dataloader if split == 'train' else \
         cfg.val_dataloader
-    init_default_scope('mmseg')
-    return DATASETS.build(dict(loader.dataset, data_root=str(root)))
+    return scoped_build(dict(loader.dataset, data_root=str(root)), 'mmseg',
+                        DATASETS)
 
 
 def test_generation_is_deterministic(shapes, tmp_path):
@@ -217,14 +217,14 @@ def bad_mask(tmp_path, shapes):
 @pytest.mark.parametrize('path', [DEMO, BCN], ids=['demo', 'voc12aug'])
 def test_mask_of_another_size_names_the_files(bad_mask, path):
     root, name = bad_mask
-    init_default_scope('mmseg')
     cfg = Config.fromfile(path)
-    ds = DATASETS.build(
+    ds = scoped_build(
         dict(type='VOCShapesDataset', data_root=str(root),
              ann_file='ImageSets/Segmentation/val.txt',
              data_prefix=dict(img_path='JPEGImages',
                               seg_map_path='SegmentationClass'),
-             pipeline=cfg.val_dataloader.dataset.pipeline))
+             pipeline=cfg.val_dataloader.dataset.pipeline), 'mmseg',
+        DATASETS)
     with pytest.raises(ValueError,
                        match=rf'SegmentationClass/{name}\.png.* is \d+x\d+ '
                        rf'.*but its image .*JPEGImages/{name}\.jpg'):
