@@ -8,7 +8,9 @@
 Checkpoints are read with torch.load(weights_only=True) and written so
 that a failure while saving never loses the previous one. ``--resume``
 without a path continues from the newest checkpoint that loads (a
-truncated newer one is skipped with a warning).
+truncated newer one is skipped with a warning). ``--amp`` (mixed
+precision) needs a CUDA device (or an NPU, MLU or MUSA device that mmengine
+supports): without one it is refused before anything is built.
 
 Multi-GPU / multi-process: tools/dist_train.sh (torchrun), Slurm:
 tools/slurm_train.sh. On machines without CUDA the processes use gloo.
@@ -18,6 +20,8 @@ import os
 import os.path as osp
 
 from mmengine.config import Config, DictAction
+from mmengine.device import (is_cuda_available, is_mlu_available,
+                             is_musa_available, is_npu_available)
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
@@ -61,6 +65,20 @@ def parse_args(argv=None):
     return args
 
 
+def check_amp_device(args) -> None:
+    """Refuse ``--amp`` where no device can run it, before anything is
+    built: mmengine's ``AmpOptimWrapper`` runs on CUDA (or NPU, MLU, MUSA)
+    only, and would otherwise fail once the Runner is built."""
+    if not args.amp:
+        return
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available()):
+        raise RuntimeError(
+            '--amp: mixed precision training (AmpOptimWrapper) needs a '
+            'CUDA device, and none is available on this machine; train '
+            'without --amp')
+
+
 def build_config(args) -> Config:
     cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
                            args.work_dir)
@@ -87,6 +105,7 @@ def build_config(args) -> Config:
 
 def main(argv=None):
     args = parse_args(argv)
+    check_amp_device(args)
     cfg = build_config(args)
     prepare_cpu_distributed(cfg, args.launcher)
     prepare_and_check_data(cfg, ['train_dataloader', 'val_dataloader'])
