@@ -9,6 +9,10 @@ on the loaded config and on the model it builds:
 * ``BCNUpdateRateHook`` is in ``custom_hooks`` exactly when a BCN layer
   runs on estimates (``estimate=True``);
 * the model builds (without its pretrained weights, absent here).
+
+Marked slow: what the custom_imports register (a fresh interpreter per
+import list) and the checks on the full-size models (every config but the
+``_demo`` ones, whose small models are built in the fast selection too).
 """
 import copy
 import functools
@@ -29,6 +33,12 @@ from tool_runner import REPO
 
 CONFIGS = sorted(
     glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True))
+# the configs with the small demo models; the others build full-size ones
+MODEL_PARAMS = [
+    pytest.param(
+        p, marks=() if p.endswith('_demo.py') else pytest.mark.slow)
+    for p in CONFIGS
+]
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
                BatchChannelNorm)
 # file name word -> the class of every normalization layer
@@ -159,7 +169,7 @@ def normalized_convs(module):
             if isinstance(m, nn.Conv2d) and isinstance(after, NORM_LAYERS)]
 
 
-@pytest.fixture(scope='module', params=CONFIGS, ids=osp.basename)
+@pytest.fixture(scope='module', params=MODEL_PARAMS, ids=osp.basename)
 def built(request):
     """(path, loaded config, its model): the config's custom_imports
     imported, the model built without pretrained weights. Module scope:
@@ -177,17 +187,23 @@ def test_every_config_is_found():
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
-def test_custom_imports_register_what_the_config_uses(path, registered_by):
+def test_custom_imports_are_declared(path):
     cfg = read_config(path)
     imports = cfg.get('custom_imports')
     assert imports is not None, 'no custom_imports'
     assert imports.get('allow_failed_imports') is False, (
         'custom_imports must set allow_failed_imports=False: a failed '
         'import would surface later as an unknown type')
-    names = imports_of(cfg)
-    assert 'mmbcn' in names, (
+    assert 'mmbcn' in imports_of(cfg), (
         "custom_imports must import 'mmbcn' (layers, hooks, weights-only "
         'checkpoint loading)')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+def test_custom_imports_register_what_the_config_uses(path, registered_by):
+    cfg = read_config(path)
+    names = imports_of(cfg)
     needed, provided = registered_by[EVERY], registered_by[names]
     missing = {t: needed[t] for t in set(config_types(cfg.to_dict()))
                if t in needed and t not in provided}
