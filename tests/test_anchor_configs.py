@@ -75,6 +75,7 @@ def test_detection_config_has_mmdets_20_23_24e_schedule():
         'checkpoints/r50_bcn-ws_imagenet.pth'
 
 
+@pytest.mark.slow
 def test_detection_config_builds_bcn_ws_everywhere():
     model = build(Config.fromfile(DET), 'mmdet')
     assert model.backbone.depth == 50
@@ -111,6 +112,7 @@ def test_segmentation_config_has_mmsegs_20k_recipe():
         type='Pretrained', checkpoint='checkpoints/r101_bcn-ws_imagenet.pth')
 
 
+@pytest.mark.slow
 def test_segmentation_config_builds_syncbcn_ws_everywhere():
     model = build(Config.fromfile(SEG), 'mmseg')
     for part in (model.backbone, model.decode_head, model.auxiliary_head):

@@ -71,6 +71,8 @@ def test_mmbcn_datasets_loads_one_codebase_per_name():
     assert out == dict(light=[], coco=['mmdet'])
 
 
+# slow: four fresh interpreters, each importing mmdet or mmseg
+@pytest.mark.slow
 @pytest.mark.parametrize('module, registry, names', [
     ('mmbcn.datasets.coco_demo', 'mmdet.registry.DATASETS',
      ['ShapesCocoDataset']),

@@ -351,6 +351,7 @@ def test_resnet50_cli_conversion_is_exact(r50, r50_converted):
     assert_backbone_exact(official, dst, ARCH['ResNet-50'].model, 'ResNet-50')
 
 
+@pytest.mark.slow
 def test_resnext50_conversion_is_exact(tmp_path):
     """A bare state dict (no ``state_dict`` wrapper)."""
     official = randomized(
@@ -409,6 +410,7 @@ def deeplab(tmp_path_factory):
     return official, segmentor.eval(), loaded(dst)['meta']
 
 
+@pytest.mark.slow
 def test_deeplabv3_conversion_is_exact(deeplab):
     official, segmentor, meta = deeplab
     assert meta['architecture'] == 'DeepLabV3-R101 (PASCAL VOC)'

@@ -77,6 +77,7 @@ def test_config_builds_and_predicts_and_trains(path):
         assert m.batch_weight.grad is not None and m.weight.grad is not None
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('norm', sorted(PAPER))
 def test_normalization_and_weight_standardization(norm):
     """The paper's layers in the backbone and both heads: norms with its
@@ -105,6 +106,7 @@ def test_normalization_and_weight_standardization(norm):
     }[norm])
 
 
+@pytest.mark.slow
 def test_bcn_backbone_takes_the_converted_imagenet_weights():
     """Every key and shape of the authors' ResNet-101 BCN+WS, as
     tools/model_converters/official_bcn.py writes it, is in the backbone."""
@@ -115,6 +117,7 @@ def test_bcn_backbone_takes_the_converted_imagenet_weights():
     assert ours == converted
 
 
+@pytest.mark.slow
 def test_output_stride_16_and_aspp_rates():
     cfg, model = build(PAPER['BCN+WS'])
     backbone = model.backbone
