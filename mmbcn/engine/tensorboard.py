@@ -35,3 +35,8 @@ def add_tensorboard(cfg) -> None:
     if not any(str(b.get('type')).endswith(BACKEND) for b in backends):
         backends.append(dict(type=BACKEND))
     visualizer['vis_backends'] = backends
+    # mmdet's and mmseg's runtimes name every visualizer 'visualizer', and
+    # mmengine hands back an existing instance of that name (built by an
+    # earlier run in this process) without the backend just added: without
+    # a name, the Runner gives this run's visualizer its own.
+    visualizer.pop('name', None)
