@@ -34,6 +34,8 @@ def enable_show_dir(cfg, show_dir: str, interval: int = 1) -> None:
         hook['test_out_dir'] = show_dir
     else:
         cfg.visualizer['save_dir'] = show_dir
-        # mmengine returns an existing visualizer of the same name (an
-        # earlier run in this process) with its own save_dir
-        cfg.visualizer['name'] = f'show_dir:{show_dir}'
+    # mmengine returns an existing visualizer of the same name (an earlier
+    # run in this process) with its own save_dir, and the hook draws with
+    # the latest one created, which may be another kind: a name of its own
+    # makes this run's visualizer new and the one the hook draws with
+    cfg.visualizer['name'] = f'show_dir:{show_dir}'
