@@ -9,6 +9,7 @@ on a GPU machine that has torch (and Triton) only. The scripts import it
 from beside them (``python tools/benchmark/<tool>.py`` puts this folder on
 ``sys.path``).
 """
+import argparse
 import contextlib
 import datetime
 import gc
@@ -167,6 +168,17 @@ def peak_memory(device: torch.device):
     yield result
     if ok and before is not None:
         result['bytes'] = _proc_status('VmHWM') - before
+
+
+def add_output_options(parser: argparse.ArgumentParser) -> None:
+    """The options every benchmark shares: memory measurement, output
+    folder, allocator, and the hidden memory-worker entry."""
+    parser.add_argument('--no-memory', action='store_true',
+                        help='skip the peak-memory measurement')
+    parser.add_argument('--out-dir', default='work_dirs/benchmark')
+    parser.add_argument('--system-malloc', action='store_true',
+                        help='time with the default allocator settings')
+    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
 
 
 def memory_worker_env() -> Dict[str, str]:

@@ -47,11 +47,11 @@ import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
 import mmbcn  # noqa: F401
-from bench_common import (environment, fmt, interleaved, load_average,
-                          markdown_table, median_seconds, paired_ratio,
-                          peak_memory, reexec_with_timing_allocator,
-                          run_memory_worker, saved_bytes_counter,
-                          write_outputs)
+from bench_common import (add_output_options, environment, fmt, interleaved,
+                          load_average, markdown_table, median_seconds,
+                          paired_ratio, peak_memory,
+                          reexec_with_timing_allocator, run_memory_worker,
+                          saved_bytes_counter, write_outputs)
 from mmbcn.cnn import BatchChannelNorm
 from mmbcn.deploy import fold_bcn
 from mmbcn.deploy.folded_config import (WS_CONV_TYPES, group_norm_cfg,
@@ -201,16 +201,12 @@ def parse_args(argv=None):
                         help='Algorithm 1 rate of the BCN layers')
     parser.add_argument('--threads', type=int)
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--no-memory', action='store_true')
     parser.add_argument('--skip-train', action='store_true',
                         help='measure inference only')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override settings of the BCN+WS config '
                         '(applied to every model)')
-    parser.add_argument('--out-dir', default='work_dirs/benchmark')
-    parser.add_argument('--system-malloc', action='store_true',
-                        help='time with the default allocator settings')
-    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
+    add_output_options(parser)
     return parser.parse_args(argv)
 
 

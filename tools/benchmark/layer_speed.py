@@ -57,10 +57,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench_common import (environment, fmt, interleaved, load_average,
-                          markdown_table, paired_ratio, peak_memory,
-                          reexec_with_timing_allocator, run_memory_worker,
-                          saved_bytes_counter, write_outputs)
+from bench_common import (add_output_options, environment, fmt, interleaved,
+                          load_average, markdown_table, paired_ratio,
+                          peak_memory, reexec_with_timing_allocator,
+                          run_memory_worker, saved_bytes_counter,
+                          write_outputs)
 from mmbcn.ops import BACKENDS, BatchChannelNorm, set_backend
 
 GROUPS = 32
@@ -273,12 +274,7 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int,
                         help='torch.set_num_threads (default: torch\'s)')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--no-memory', action='store_true',
-                        help='skip the peak-memory measurement')
-    parser.add_argument('--out-dir', default='work_dirs/benchmark')
-    parser.add_argument('--system-malloc', action='store_true',
-                        help='time with the default allocator settings')
-    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
+    add_output_options(parser)
     return parser.parse_args(argv)
 
 

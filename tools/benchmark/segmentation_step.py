@@ -37,10 +37,11 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.structures import PixelData
 
 import mmbcn  # noqa: F401  (registers SyncBCN, WSConv)
-from bench_common import (environment, fmt, interleaved, load_average,
-                          markdown_table, median_seconds, paired_ratio,
-                          peak_memory, reexec_with_timing_allocator,
-                          run_memory_worker, synchronize, write_outputs)
+from bench_common import (add_output_options, environment, fmt, interleaved,
+                          load_average, markdown_table, median_seconds,
+                          paired_ratio, peak_memory,
+                          reexec_with_timing_allocator, run_memory_worker,
+                          synchronize, write_outputs)
 from mmbcn.utils import build_model
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -68,12 +69,7 @@ def parse_args(argv=None):
                         choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--threads', type=int,
                         help='CPU threads for torch (default: torch\'s)')
-    parser.add_argument('--no-memory', action='store_true',
-                        help='skip the peak-memory measurement')
-    parser.add_argument('--out-dir', default='work_dirs/benchmark')
-    parser.add_argument('--system-malloc', action='store_true',
-                        help='time with the default allocator settings')
-    parser.add_argument('--memory-worker', help=argparse.SUPPRESS)
+    add_output_options(parser)
     args = parser.parse_args(argv)
     if args.device == 'auto':
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
