@@ -1,9 +1,12 @@
 """The bundled VOC-format demo data and bad input: generation (deterministic,
-safe under concurrent starts), the dataset, a missing dataset path and an
-image whose mask has another size."""
+safe under concurrent starts), the dataset, a missing dataset path, and
+damaged samples (a mask of another size, an empty image, a missing mask, a
+mask value that is no class, a colour mask), each refused naming the
+file and what to do."""
 import hashlib
 import os
 import os.path as osp
+import shutil
 import subprocess
 import sys
 
@@ -245,3 +248,86 @@ def test_mask_of_another_size_stops_training(bad_mask, tmp_path):
             'train_dataloader.sampler.shuffle=False',
             f'val_dataloader.dataset.data_root={root}'
         ])
+
+
+@pytest.fixture
+def copy_of_shapes(tmp_path, shapes):
+    """A copy of the demo data and the name of its first val image."""
+    root = tmp_path / 'voc_shapes'
+    shutil.copytree(shapes, root)
+    name = (root / 'ImageSets' / 'Segmentation' / 'val.txt').read_text(
+    ).split()[0]
+    return root, name
+
+
+def test_empty_image_is_refused_naming_it_and_what_to_do(copy_of_shapes):
+    root, name = copy_of_shapes
+    (root / 'JPEGImages' / f'{name}.jpg').write_bytes(b'')
+    with pytest.raises(ValueError,
+                       match=rf"JPEGImages/{name}\.jpg' is empty \(0 bytes\)"
+                       r'.*delete .*generated again'):
+        dataset(root, 'val')
+
+
+def test_missing_mask_is_refused_naming_it(copy_of_shapes):
+    root, name = copy_of_shapes
+    os.remove(root / 'SegmentationClass' / f'{name}.png')
+    with pytest.raises(ValueError,
+                       match=rf"SegmentationClass/{name}\.png' is missing"):
+        dataset(root, 'val')
+
+
+def rewrite_mask(path, change):
+    with Image.open(path) as mask:
+        labels, palette = np.array(mask), mask.getpalette()
+    out = change(labels)
+    if out.ndim == 2:
+        img = Image.fromarray(out)
+        img.putpalette(palette)
+    else:
+        img = Image.fromarray(out, 'RGB')
+    img.save(path)
+
+
+def val_with_pipeline_of(root, path):
+    """The demo val images through ``path``'s test pipeline."""
+    cfg = Config.fromfile(path)
+    return scoped_build(
+        dict(type='VOCShapesDataset', data_root=str(root),
+             ann_file='ImageSets/Segmentation/val.txt',
+             data_prefix=dict(img_path='JPEGImages',
+                              seg_map_path='SegmentationClass'),
+             pipeline=cfg.val_dataloader.dataset.pipeline), 'mmseg',
+        DATASETS)
+
+
+@pytest.mark.parametrize('path', [DEMO, BCN], ids=['demo', 'voc12aug'])
+def test_mask_value_that_is_no_class_names_the_files(copy_of_shapes, path):
+    root, name = copy_of_shapes
+
+    def to_200(labels):
+        labels = labels.copy()
+        labels[:4, :4] = 200
+        return labels
+
+    rewrite_mask(root / 'SegmentationClass' / f'{name}.png', to_200)
+    ds = val_with_pipeline_of(root, path)
+    with pytest.raises(ValueError,
+                       match=rf'SegmentationClass/{name}\.png.*JPEGImages/'
+                       rf'{name}\.jpg.*\[200\].*no class: a pixel is a '
+                       r'class index 0\.\.\d+ or 255'):
+        ds[0]
+    ds[1]  # the others load
+
+
+@pytest.mark.parametrize('path', [DEMO, BCN], ids=['demo', 'voc12aug'])
+def test_colour_mask_names_the_file(copy_of_shapes, path):
+    root, name = copy_of_shapes
+    rewrite_mask(root / 'SegmentationClass' / f'{name}.png',
+                 lambda labels: np.stack([labels] * 3, -1))
+    ds = val_with_pipeline_of(root, path)
+    with pytest.raises(ValueError,
+                       match=rf'SegmentationClass/{name}\.png.*shape '
+                       r'\(\d+, \d+, 3\).*single-channel PNG'):
+        ds[0]
+    ds[1]

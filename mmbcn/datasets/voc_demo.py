@@ -19,7 +19,7 @@ import os
 import os.path as osp
 import shutil
 import tempfile
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -185,28 +185,105 @@ class VOCShapesDataset(PascalVOCDataset):
         call it before anything is built."""
         prepare_voc_shapes(data_root)
 
+    def load_data_list(self) -> list:
+        """The samples of ``ann_file``; raises a ValueError naming every
+        image or mask file that is missing or empty, and what to do."""
+        data_list = super().load_data_list()
+        damaged = []
+        for info in data_list:
+            for key in ('img_path', 'seg_map_path'):
+                path = info.get(key)
+                if path is None:
+                    continue
+                if not osp.isfile(path):
+                    damaged.append(f'{path!r} is missing')
+                elif osp.getsize(path) == 0:
+                    damaged.append(f'{path!r} is empty (0 bytes)')
+        if damaged:
+            shown = '; '.join(damaged[:5])
+            more = f' (and {len(damaged) - 5} more)' if len(damaged) > 5 \
+                else ''
+            raise ValueError(
+                f'{type(self).__name__} ({self.ann_file!r}): {shown}{more}. '
+                'The generated demo data is damaged: delete '
+                f'{self.data_root!r} and it is generated again on the next '
+                'run')
+        return data_list
+
 
 @TRANSFORMS.register_module()
 class CheckSegMapSize(BaseTransform):
-    """Fail with the file names when an image and its segmentation mask
-    differ in size (otherwise crops and the IoU metric silently pair the
-    wrong pixels).
+    """Check a segmentation mask against its image, naming both files and
+    what to do when it is wrong: otherwise crops and the IoU metric
+    silently pair the wrong pixels, and the loss fails far from the file
+    ("Target 200 is out of bounds", "stack expects each tensor to be equal
+    size").
 
-    Put it right after ``LoadAnnotations``; it compares the mask with the
-    image as loaded (``ori_shape``), so earlier resizing of the image does
-    not matter.
+    The mask must have its image's size (as loaded, ``ori_shape``, so
+    earlier resizing of the image does not matter), one channel (class
+    indices, not colours) and, when ``num_classes`` is given, values in
+    ``0 .. num_classes - 1`` or ``ignore_index``.
 
-    Required keys: ``ori_shape``, ``gt_seg_map``, ``img_path``,
-    ``seg_map_path``.
+    Put it right after ``LoadAnnotations``. A sample without a mask and
+    without a mask path (inference: ``mmseg.apis.inference_model``,
+    ``MMSegInferencer``, which drop ``LoadAnnotations``) passes unchanged.
+
+    Args:
+        num_classes (int, optional): Classes of the dataset; None checks
+            no values. Default None.
+        ignore_index (int): The label of pixels that are not scored (VOC's
+            void). Default 255.
+
+    Required keys: ``ori_shape``, ``img_path``; ``gt_seg_map`` and
+    ``seg_map_path`` when there is a mask.
     """
 
+    def __init__(self, num_classes: Optional[int] = None,
+                 ignore_index: int = VOID):
+        if num_classes is not None and (
+                not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f'CheckSegMapSize: num_classes must be a '
+                             f'positive int or None, not {num_classes!r}')
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+
     def transform(self, results: dict) -> dict:
+        mask_path = results.get('seg_map_path')
+        if 'gt_seg_map' not in results:
+            if mask_path is None:
+                return results  # inference: no mask to check
+            raise KeyError(
+                f'CheckSegMapSize: no mask loaded for {mask_path!r}: put '
+                'CheckSegMapSize after LoadAnnotations in the pipeline')
+        mask = results['gt_seg_map']
+        img_path = results.get('img_path')
+        if mask.ndim != 2:
+            raise ValueError(
+                f'segmentation mask {mask_path!r} (image {img_path!r}) has '
+                f'shape {tuple(mask.shape)}: a mask holds one class index '
+                'per pixel; save it as a single-channel PNG (palette or '
+                'grayscale) of class indices, not as a colour image')
         image_hw = tuple(results['ori_shape'][:2])
-        mask_hw = tuple(results['gt_seg_map'].shape[:2])
+        mask_hw = tuple(mask.shape[:2])
         if image_hw != mask_hw:
             raise ValueError(
-                f'segmentation mask {results.get("seg_map_path")!r} is '
+                f'segmentation mask {mask_path!r} is '
                 f'{mask_hw[1]}x{mask_hw[0]} (WxH) but its image '
-                f'{results.get("img_path")!r} is {image_hw[1]}x'
+                f'{img_path!r} is {image_hw[1]}x'
                 f'{image_hw[0]}: every mask must have its image\'s size')
+        if self.num_classes is not None:
+            values = np.unique(mask)
+            bad = values[(values >= self.num_classes)
+                         & (values != self.ignore_index)]
+            if bad.size:
+                raise ValueError(
+                    f'segmentation mask {mask_path!r} (image {img_path!r}) '
+                    f'holds the values {bad.tolist()}, which are no class: '
+                    f'a pixel is a class index 0..{self.num_classes - 1} '
+                    f'or {self.ignore_index} (not scored); fix the mask, or '
+                    'set num_classes in the config to the dataset\'s')
         return results
+
+    def __repr__(self) -> str:
+        return (f'{type(self).__name__}(num_classes={self.num_classes}, '
+                f'ignore_index={self.ignore_index})')
