@@ -157,7 +157,13 @@ def test_training_recipe_of_sec_4_3(norm):
     kinds = [t.type for t in val.pipeline]
     assert kinds == ['LoadImageFromFile', 'Resize', 'LoadAnnotations',
                      'CheckSegMapSize', 'PackSegInputs']  # single scale
-    assert cfg.model.test_cfg.mode == 'whole'
+    # the authors' geometry: sides of 16k + 1 pixels, align_corners=True,
+    # in training and testing (tests/test_segmentation_alignment.py)
+    assert cfg.model.decode_head.align_corners
+    assert cfg.model.auxiliary_head.align_corners
+    assert cfg.model.data_preprocessor.test_cfg == dict(size=(513, 513))
+    assert cfg.model.test_cfg == dict(mode='slide', crop_size=(513, 513),
+                                      stride=(342, 342))
     optimizer = cfg.optim_wrapper.optimizer
     assert (optimizer.type, optimizer.lr, optimizer.momentum) == ('SGD',
                                                                   0.007, 0.9)

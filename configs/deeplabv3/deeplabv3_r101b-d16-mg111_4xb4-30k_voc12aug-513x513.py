@@ -9,8 +9,20 @@
 #     rate 1 by contract_dilation, its others at rate 2); ASPP rates 6/12/18
 #   - 513x513 crops; SGD lr 0.007, poly decay (power 0.9) to 0, 30k
 #     iterations, weight decay 1e-4 (the paper's reference DeepLabV3 code)
-#   - CheckSegMapSize after LoadAnnotations (an image and mask of different
-#     sizes stop the run, naming the files)
+#   - align_corners=True in both heads, as the authors' DeepLab: with sides
+#     of 16k+1 pixels (513 = 16 x 32 + 1) feature n of the output-stride-16
+#     network is computed around pixel 16n, and align_corners=True upsamples
+#     it to exactly that pixel. Testing keeps that geometry: each image is
+#     padded (bottom-right) to at least 513x513 and predicted in 513x513
+#     windows (one window for a VOC image of up to 500 px; overlapping
+#     windows, stride 342, for a larger one). mmseg's align_corners=False
+#     with 513 crops would stretch the 33 features over 513 pixels, pairing
+#     feature n with pixel 16n + 7 at one side of the crop and 16n - 7 at
+#     the other (no network can learn that everywhere), and whole-image
+#     testing at other sizes would move predictions again.
+#   - CheckSegMapSize after LoadAnnotations (a mask of another size than its
+#     image, with colours instead of class indices, or with values that are
+#     no class stops the run, naming the files)
 # Single-scale testing without flip, at mmseg's scale, as upstream.
 _base_ = 'mmseg::deeplabv3/deeplabv3_r101-d8_4xb4-20k_voc12aug-512x512.py'
 
@@ -19,9 +31,10 @@ custom_imports = dict(
     allow_failed_imports=False)
 
 crop_size = (513, 513)
+num_classes = 21
 model = dict(
     pretrained=None,
-    data_preprocessor=dict(size=crop_size),
+    data_preprocessor=dict(size=crop_size, test_cfg=dict(size=crop_size)),
     backbone=dict(
         type='ResNet',
         init_cfg=dict(
@@ -30,12 +43,14 @@ model = dict(
         dilations=(1, 1, 1, 2),
         multi_grid=None,
         contract_dilation=True),
-    decode_head=dict(dilations=(1, 6, 12, 18)))
+    decode_head=dict(dilations=(1, 6, 12, 18), align_corners=True),
+    auxiliary_head=dict(align_corners=True),
+    test_cfg=dict(mode='slide', crop_size=crop_size, stride=(342, 342)))
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
-    dict(type='CheckSegMapSize'),
+    dict(type='CheckSegMapSize', num_classes=num_classes),
     dict(
         type='RandomResize',
         scale=(2048, 512),
@@ -51,7 +66,7 @@ test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=(2048, 512), keep_ratio=True),
     dict(type='LoadAnnotations'),
-    dict(type='CheckSegMapSize'),
+    dict(type='CheckSegMapSize', num_classes=num_classes),
     dict(type='PackSegInputs')
 ]
 # VOC 2012 train (1,464, SegmentationClass) + SBD aug (9,118,
