@@ -48,3 +48,24 @@ def test_bad_arguments():
         WSConv2d(3, 4, 3, formula='l2')
     with pytest.raises(ValueError, match='at least 2 weights'):
         WSConv2d(1, 4, 1)
+
+
+@pytest.mark.parametrize('eps', [float('inf'), float('nan'), -1.0, 0.0,
+                                 -float('inf')])
+def test_eps_that_breaks_the_weight_is_refused(eps):
+    with pytest.raises(ValueError, match=r'WSConv: eps=.* finite number > 0'):
+        WSConv2d(3, 4, 3, eps=eps)
+
+
+@pytest.mark.parametrize('eps', ['1e-5', None, True])
+def test_eps_that_is_not_a_number_is_refused(eps):
+    with pytest.raises(TypeError, match='WSConv: eps=.* must be a number'):
+        WSConv2d(3, 4, 3, eps=eps)
+
+
+def test_eps_from_a_config_is_checked():
+    from mmcv.cnn import build_conv_layer
+    with pytest.raises(ValueError, match='eps'):
+        build_conv_layer(dict(type='WSConv', eps=float('nan')), 3, 4, 3)
+    conv = build_conv_layer(dict(type='WSConv', eps=1e-3), 3, 4, 3)
+    assert conv.eps == 1e-3

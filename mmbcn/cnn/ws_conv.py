@@ -10,6 +10,9 @@ Weight Standardization": each output channel's kernel is standardized over
 * ``'std'`` (the authors' DeepLabV3 model; mmcv's ``ConvWS``):
   :math:`\hat W = (W - \mu) / (\sigma_{unbiased} + \epsilon)`
 """
+import math
+import numbers
+
 import torch
 from mmengine.registry import MODELS
 from torch import Tensor, nn
@@ -33,6 +36,20 @@ def standardize_weight(weight: Tensor,
     return ((flat - mean) * inv_std).view_as(weight)
 
 
+def check_eps(eps) -> None:
+    """Refuse an ``eps`` that would make the standardized weight infinite,
+    NaN or zero (``inf``, ``nan``, ``0``, negative, not a number)."""
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f'WSConv: eps={eps!r} must be a number (e.g. 1e-5), '
+                        f'got a {type(eps).__name__}')
+    if not (math.isfinite(eps) and eps > 0):
+        raise ValueError(
+            f'WSConv: eps={eps!r} must be a finite number > 0 (e.g. the '
+            'default 1e-5): inf gives an all-zero weight, nan an all-NaN '
+            'output, and 0 or less an infinite or NaN weight for a '
+            'constant kernel')
+
+
 @MODELS.register_module('WSConv')
 class WSConv2d(nn.Conv2d):
     """``nn.Conv2d`` whose weight is standardized per output channel at
@@ -43,7 +60,9 @@ class WSConv2d(nn.Conv2d):
     :func:`standardize_weight` gives the weight actually applied.
 
     Args:
-        eps (float): Default 1e-5.
+        eps (float): Added to the variance (``'var'``) or the standard
+            deviation (``'std'``); a finite number > 0, so that a constant
+            kernel gives a finite weight. Default 1e-5.
         formula (str): ``'var'`` (default) or ``'std'``.
         Other arguments as :class:`torch.nn.Conv2d`.
     """
@@ -54,6 +73,7 @@ class WSConv2d(nn.Conv2d):
         if formula not in WS_FORMULAS:
             raise ValueError(f'WSConv: formula must be one of {WS_FORMULAS}, '
                              f'got {formula!r}')
+        check_eps(eps)
         if self.weight[0].numel() < 2:
             raise ValueError(
                 'WSConv: each output channel needs at least 2 weights to be '
