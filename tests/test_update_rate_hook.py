@@ -156,3 +156,49 @@ def test_warmup_is_a_cumulative_average_then_the_paper_rate(tmp_path):
     assert rates[4:] == pytest.approx(lrs[4:])
     # t = 1, r = 1: the estimate is the first batch's mean, not 0
     assert torch.allclose(seen['estimate'], seen['batch_mean'], atol=1e-6)
+
+
+@pytest.mark.parametrize('multiplier', [float('nan'), float('inf'), -0.5])
+def test_multiplier_that_is_not_a_rate_is_refused(multiplier):
+    from mmbcn.engine import BCNUpdateRateHook
+    with pytest.raises(ValueError, match=r'multiplier=.* finite number >= 0'):
+        BCNUpdateRateHook(multiplier=multiplier)
+
+
+@pytest.mark.parametrize('multiplier', ['1', None, True])
+def test_multiplier_that_is_not_a_number_is_refused(multiplier):
+    from mmbcn.engine import BCNUpdateRateHook
+    with pytest.raises(TypeError, match='multiplier=.* must be a number'):
+        BCNUpdateRateHook(multiplier=multiplier)
+
+
+@pytest.mark.parametrize('warmup', [float('nan'), float('inf'), 2.5, '3',
+                                    None])
+def test_warmup_iters_that_is_not_whole_is_refused(warmup):
+    from mmbcn.engine import BCNUpdateRateHook
+    with pytest.raises(TypeError, match='warmup_iters=.* whole number'):
+        BCNUpdateRateHook(warmup_iters=warmup)
+
+
+def test_whole_float_warmup_iters_is_accepted():
+    from mmbcn.engine import BCNUpdateRateHook
+    assert BCNUpdateRateHook(warmup_iters=100.0).warmup_iters == 100
+
+
+@pytest.mark.slow
+def test_rate_comes_from_the_batch_steps_parameter_group(tmp_path):
+    """Algorithm 1 estimates the batch step's statistics: r follows the
+    group of ``batch_weight``; an lr multiplier on the group step's
+    ``weight`` leaves it alone."""
+    recorder = Recorder()
+    runner = make_runner(
+        tmp_path, [dict(type='BCNUpdateRateHook'), recorder],
+        paramwise_cfg=dict(custom_keys={
+            'norm.weight': dict(lr_mult=0),
+            'norm2.batch_weight': dict(lr_mult=0.5)
+        }))
+    runner.train()
+    rate, rate2, lrs = recorder.seen[-1]
+    assert rate == pytest.approx(0.1)
+    assert rate2 == pytest.approx(0.5 * 0.1)
+    assert not torch.equal(runner.model.norm.running_mean, torch.zeros(8))

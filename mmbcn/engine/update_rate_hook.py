@@ -2,6 +2,8 @@
 """Drive Algorithm 1's update rate from the learning rate (paper Sec. 3.2:
 "we set the update rate r to be the learning rate of trainable
 parameters"), optionally with a data-driven start of the estimates."""
+import math
+import numbers
 from typing import Dict, List, Optional
 
 from mmengine.hooks import Hook
@@ -27,8 +29,15 @@ def estimate_layers(model) -> List[BatchChannelNorm]:
 class BCNUpdateRateHook(Hook):
     """Before every training iteration, set each estimate-mode BCN layer's
     ``update_rate`` to ``multiplier`` times the current learning rate of the
-    parameter group that holds the layer's parameters (the first group if
-    the layer is not optimized), so warm-up and decay move r with the lr.
+    parameter group that holds the layer's ``batch_weight`` (the batch
+    step's affine, Eq. 13: the step whose statistics Algorithm 1
+    estimates), so warm-up and decay move r with the lr. If
+    ``batch_weight`` is not optimized, ``batch_bias``'s group is used, and
+    if neither is, the first group's. So ``paramwise_cfg`` keys that name
+    the group step's ``weight``/``bias`` (e.g. ``'bcn.weight'``,
+    ``bias_lr_mult``, which acts on parameters named ``bias``) leave r
+    alone, while ``'batch_weight'`` keys (or ``lr_mult=0`` on the whole
+    layer) change it.
 
     Add it with ``custom_hooks=[dict(type='BCNUpdateRateHook')]``.
 
@@ -42,24 +51,18 @@ class BCNUpdateRateHook(Hook):
     layer is unchanged. ``warmup_iters=0`` is the paper's behaviour.
 
     Args:
-        multiplier (float): r = multiplier * lr; 0 freezes the estimates
-            at (0, 1) (as the authors' public code, whose rate defaults to
-            0). Default 1.0.
-        warmup_iters (int): T above. Default 0 (the paper).
+        multiplier (float): r = multiplier * lr, a finite number >= 0; 0
+            freezes the estimates at (0, 1) (as the authors' public code,
+            whose rate defaults to 0). Default 1.0.
+        warmup_iters (int): T above, a whole number >= 0. Default 0 (the
+            paper).
     """
 
     priority = 'NORMAL'
 
     def __init__(self, multiplier: float = 1.0, warmup_iters: int = 0):
-        if multiplier < 0:
-            raise ValueError(
-                f'BCNUpdateRateHook: multiplier={multiplier} must be >= 0')
-        if warmup_iters < 0:
-            raise ValueError(
-                f'BCNUpdateRateHook: warmup_iters={warmup_iters} must be '
-                '>= 0')
-        self.multiplier = multiplier
-        self.warmup_iters = int(warmup_iters)
+        self.multiplier = _check_multiplier(multiplier)
+        self.warmup_iters = _check_warmup_iters(warmup_iters)
         self._layers: Optional[List[BatchChannelNorm]] = None
 
     def before_train(self, runner) -> None:
@@ -87,8 +90,39 @@ class BCNUpdateRateHook(Hook):
         step = runner.iter + 1  # t of the iteration about to run
         floor = 1.0 / step if step <= self.warmup_iters else 0.0
         for layer in self._layers:
-            lr = lr_of.get(id(layer.weight), default)
+            lr = lr_of.get(id(layer.batch_weight),
+                           lr_of.get(id(layer.batch_bias), default))
             layer.update_rate = max(floor, self.multiplier * lr)
+
+
+def _check_multiplier(multiplier) -> float:
+    if isinstance(multiplier, bool) or not isinstance(multiplier,
+                                                      numbers.Real):
+        raise TypeError(
+            f'BCNUpdateRateHook: multiplier={multiplier!r} must be a number '
+            f'(r = multiplier x lr), got a {type(multiplier).__name__}')
+    if not (math.isfinite(multiplier) and multiplier >= 0):
+        raise ValueError(
+            f'BCNUpdateRateHook: multiplier={multiplier!r} must be a finite '
+            'number >= 0 (r = multiplier x lr; 0 freezes the estimates, 1 '
+            'is the paper\'s rate)')
+    return float(multiplier)
+
+
+def _check_warmup_iters(warmup_iters) -> int:
+    whole = (isinstance(warmup_iters, numbers.Integral)
+             or (isinstance(warmup_iters, float)
+                 and math.isfinite(warmup_iters)
+                 and warmup_iters.is_integer()))
+    if isinstance(warmup_iters, bool) or not whole:
+        raise TypeError(
+            f'BCNUpdateRateHook: warmup_iters={warmup_iters!r} must be a '
+            'whole number of iterations (0: the paper\'s rate from the '
+            'first iteration)')
+    if warmup_iters < 0:
+        raise ValueError(
+            f'BCNUpdateRateHook: warmup_iters={warmup_iters!r} must be >= 0')
+    return int(warmup_iters)
 
 
 def check_buffer_broadcast(model, layers: List[BatchChannelNorm]) -> None:
