@@ -127,80 +127,191 @@ def _encode_numpy(obj, where: str) -> dict:
                 dtype=torch.uint8)[:obj.nbytes].clone()}
 
 
-def decode(obj: Any) -> Any:
-    """Inverse of :func:`encode`."""
+class PlainStateError(ValueError):
+    """A checkpoint's plain-data encoding cannot be decoded: an entry is
+    malformed (the file was damaged or edited), of a newer format, or
+    nested deeper than any checkpoint mmbcn or mmengine writes."""
+
+
+# mmengine's checkpoints nest a few levels (meta -> message_hub ->
+# log_scalars -> buffer -> tag); far below Python's recursion limit.
+MAX_DEPTH = 100
+
+
+def decode(obj: Any, where: str = 'checkpoint') -> Any:
+    """Inverse of :func:`encode`.
+
+    Raises:
+        PlainStateError: an entry tagged ``__mmbcn_plain__`` is malformed or
+            unknown, or ``obj`` is nested more than :data:`MAX_DEPTH`
+            levels; the message names where (``checkpoint['meta'][0]``).
+    """
+    return _decode(obj, where, 0)
+
+
+def _decode(obj: Any, where: str, depth: int) -> Any:
+    if depth > MAX_DEPTH:
+        raise PlainStateError(
+            f'{where}: nested more than {MAX_DEPTH} levels deep, which no '
+            'checkpoint of mmbcn or mmengine is (a damaged or crafted '
+            'file)')
     if isinstance(obj, dict):
         tag = obj.get(TAG)
         if tag is not None:
-            if tag not in _DECODERS:
-                raise ValueError(f'unknown {TAG} tag {tag!r} (a file from '
-                                 'a newer mmbcn?)')
-            return _DECODERS[tag](obj)
-        items = {k: decode(v) for k, v in obj.items()}
+            return _decode_tagged(obj, tag, where, depth)
+        items = {k: _decode(v, f'{where}[{_short(k)}]', depth + 1)
+                 for k, v in obj.items()}
         return OrderedDict(items) if isinstance(obj, OrderedDict) else items
     if isinstance(obj, list):
-        return [decode(v) for v in obj]
+        return [_decode(v, f'{where}[{i}]', depth + 1)
+                for i, v in enumerate(obj)]
     if type(obj) is tuple:  # a torch.Size is stored as it is
-        return tuple(decode(v) for v in obj)
+        return tuple(_decode(v, f'{where}[{i}]', depth + 1)
+                     for i, v in enumerate(obj))
     return obj
 
 
-def _decode_enum(obj):
+def _short(key) -> str:
+    text = repr(key)
+    return text if len(text) <= 40 else text[:37] + '...'
+
+
+def _decode_tagged(obj: dict, tag, where: str, depth: int):
+    if not isinstance(tag, str) or tag not in _DECODERS:
+        raise PlainStateError(
+            f'{where}: unknown {TAG} tag {_short(tag)} (a file from a newer '
+            'mmbcn, or a damaged one)')
+
+    def child(value, suffix):
+        return _decode(value, where + suffix, depth + 1)
+
+    try:
+        return _DECODERS[tag](obj, child)
+    except PlainStateError:
+        raise
+    except Exception as err:  # a missing field, a wrong type or value
+        raise PlainStateError(
+            f'{where}: malformed {TAG} entry {tag!r} '
+            f'({type(err).__name__}: {err}): the file was damaged or edited'
+        ) from err
+
+
+def _tensor(value, field: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"'{field}' is a {type(value).__name__}, not a "
+                        'tensor')
+    return value
+
+
+def _decode_enum(obj, child):
     """The enum member if its class is already imported (nothing is
     imported because a checkpoint names it), else its value."""
-    cls = sys.modules.get(obj['module'])
-    for part in obj['class'].split('.'):
+    module, qualname, name = (_text(obj, key)
+                              for key in ('module', 'class', 'name'))
+    cls = sys.modules.get(module)
+    for part in qualname.split('.'):
         cls = getattr(cls, part, None)
     if isinstance(cls, type) and issubclass(cls, enum.Enum) and \
-            obj['name'] in cls.__members__:
-        return cls[obj['name']]
-    return decode(obj['value'])
+            name in cls.__members__:
+        return cls[name]
+    return child(obj['value'], '.value')
 
 
-def _decode_dict(obj):
-    items = zip((decode(k) for k in obj['keys']),
-                (decode(v) for v in obj['values']))
+def _text(obj, key: str) -> str:
+    value = obj[key]
+    if not isinstance(value, str):
+        raise TypeError(f"'{key}' is a {type(value).__name__}, not a str")
+    return value
+
+
+def _decode_dict(obj, child):
+    keys, values = obj['keys'], obj['values']
+    if not (isinstance(keys, list) and isinstance(values, list)
+            and len(keys) == len(values)):
+        raise ValueError("'keys' and 'values' must be lists of one length")
+    items = zip((child(k, ' key') for k in keys),
+                (child(v, f'[{i}]') for i, v in enumerate(values)))
     return OrderedDict(items) if obj['ordered'] else dict(items)
 
 
-def _decode_bytes_array(obj):
-    raw = obj['data'].numpy().tobytes()
-    return np.frombuffer(raw, dtype=np.dtype(obj['dtype'])).reshape(
+def _decode_bytes_array(obj, child):
+    raw = _tensor(obj['data'], 'data').numpy().tobytes()
+    return np.frombuffer(raw, dtype=np.dtype(_text(obj, 'dtype'))).reshape(
         obj['shape']).copy()
 
 
-def _decode_object_array(obj):
-    items = [decode(v) for v in obj['items']]
+def _decode_object_array(obj, child):
+    items = [child(v, f'[{i}]') for i, v in enumerate(obj['items'])]
     if 'shape' not in obj:  # files written before the shape was stored
         return np.array(items, dtype=object)
     out = np.empty(len(items), dtype=object)
     out[:] = items
-    return out.reshape(obj.get('shape', [len(items)]))
+    return out.reshape(obj['shape'])
 
 
-def _decode_old_scalar(obj):  # files written before numpy_scalar_array
-    return np.dtype(obj['dtype']).type(obj['value'])
+def _decode_old_scalar(obj, child):  # before numpy_scalar_array
+    return np.dtype(_text(obj, 'dtype')).type(obj['value'])
+
+
+def _decode_history(obj, child):
+    return HistoryBuffer(
+        _tensor(obj['log_history'], 'log_history').numpy().tolist(),
+        _tensor(obj['count_history'], 'count_history').numpy().tolist(),
+        obj['max_length'])
+
+
+def _decode_ndarray(obj, child):
+    return _tensor(obj['data'], 'data').numpy().astype(
+        np.dtype(_text(obj, 'dtype')))
+
+
+def _decode_scalar_array(obj, child):
+    array = child(obj['array'], '.array')
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"'array' decodes to a {type(array).__name__}")
+    return array[()]
+
+
+def _decode_set(obj, child, kind=set):
+    return kind(child(v, '{}') for v in obj['items'])
+
+
+def _decode_counter(obj, child):
+    items = child(obj['items'], '.items')
+    if not isinstance(items, dict):
+        raise TypeError(f"'items' decodes to a {type(items).__name__}")
+    return Counter(items)
+
+
+def _decode_path(obj, child):
+    return _PATHS.get(obj['class'], pathlib.Path)(_text(obj, 'path'))
+
+
+def _decode_timedelta(obj, child):
+    return datetime.timedelta(obj['days'], obj['seconds'],
+                              obj['microseconds'])
+
+
+def _decode_time(kind):
+    return lambda obj, child: kind.fromisoformat(_text(obj, 'iso'))
 
 
 _DECODERS = {
-    'HistoryBuffer': lambda o: HistoryBuffer(
-        o['log_history'].numpy().tolist(),
-        o['count_history'].numpy().tolist(), o['max_length']),
-    'ndarray': lambda o: o['data'].numpy().astype(np.dtype(o['dtype'])),
+    'HistoryBuffer': _decode_history,
+    'ndarray': _decode_ndarray,
     'ndarray_bytes': _decode_bytes_array,
     'object_ndarray': _decode_object_array,
-    'numpy_scalar_array': lambda o: decode(o['array'])[()],
+    'numpy_scalar_array': _decode_scalar_array,
     'numpy_scalar': _decode_old_scalar,
-    'numpy_dtype': lambda o: np.dtype(o['dtype']),
-    'Counter': lambda o: Counter(decode(o['items'])),
+    'numpy_dtype': lambda o, child: np.dtype(_text(o, 'dtype')),
+    'Counter': _decode_counter,
     'Enum': _decode_enum,
-    'Path': lambda o: _PATHS.get(o['class'], pathlib.Path)(o['path']),
-    'timedelta': lambda o: datetime.timedelta(
-        o['days'], o['seconds'], o['microseconds']),
-    'datetime': lambda o: datetime.datetime.fromisoformat(o['iso']),
-    'date': lambda o: datetime.date.fromisoformat(o['iso']),
-    'time': lambda o: datetime.time.fromisoformat(o['iso']),
-    'set': lambda o: {decode(v) for v in o['items']},
-    'frozenset': lambda o: frozenset(decode(v) for v in o['items']),
+    'Path': _decode_path,
+    'timedelta': _decode_timedelta,
+    'datetime': _decode_time(datetime.datetime),
+    'date': _decode_time(datetime.date),
+    'time': _decode_time(datetime.time),
+    'set': _decode_set,
+    'frozenset': lambda o, child: _decode_set(o, child, frozenset),
     'dict': _decode_dict,
 }

@@ -11,7 +11,7 @@ from typing import Any, Union
 
 import torch
 
-from .plain_state import decode
+from .plain_state import PlainStateError, decode
 
 
 class CheckpointLoadError(RuntimeError):
@@ -34,7 +34,9 @@ def load_weights_only(source: Union[str, bytes, io.IOBase],
         FileNotFoundError: ``source`` is a path that does not exist.
         UnsafeCheckpointError: the file would need to unpickle other
             objects (possibly code); nothing of it was executed.
-        CheckpointLoadError: the file is truncated or not a checkpoint.
+        CheckpointLoadError: the file is truncated, not a checkpoint (a web
+            page, text, another format), or its mmbcn plain-data entries
+            are malformed or nested beyond any real checkpoint.
     """
     if isinstance(source, str):
         name = name or source
@@ -45,6 +47,10 @@ def load_weights_only(source: Union[str, bytes, io.IOBase],
         source = io.BytesIO(source)
     name = name or '<checkpoint>'
     _check_environment()
+    not_torch = _not_a_torch_file(source)
+    if not_torch:
+        raise CheckpointLoadError(
+            f'{name}: not a PyTorch checkpoint: {not_torch}')
     try:
         obj = torch.load(source, map_location=map_location,
                          weights_only=True, mmap=mmap or None)
@@ -61,7 +67,50 @@ def load_weights_only(source: Union[str, bytes, io.IOBase],
             f'{name}: not a readable PyTorch checkpoint (truncated or '
             f'another format): {type(err).__name__}: {_first_line(err)}'
         ) from err
-    return decode(obj)
+    try:
+        return decode(obj)
+    except PlainStateError as err:
+        raise CheckpointLoadError(
+            f'{name}: {err}. Nothing of it was loaded; use another copy of '
+            'the checkpoint') from err
+
+
+def _head(source, size: int = 64) -> bytes:
+    """The first bytes of a path or seekable file object (its position is
+    kept)."""
+    if isinstance(source, str):
+        with open(source, 'rb') as f:
+            return f.read(size)
+    if hasattr(source, 'seek') and hasattr(source, 'tell'):
+        where = source.tell()
+        try:
+            return source.read(size)
+        finally:
+            source.seek(where)
+    return b''
+
+
+def _not_a_torch_file(source) -> str:
+    """Why ``source`` cannot be a file of ``torch.save`` (a zip archive,
+    or a pickle for the legacy format), or '' if it may be one: an empty
+    file, a web page (an error or login page saved in place of a
+    download), other text."""
+    try:
+        head = _head(source)
+    except OSError:
+        return ''  # torch.load reports it
+    if not head:
+        return 'the file is empty' if isinstance(source, str) else ''
+    if head.startswith(b'PK') or head[:1] == b'\x80':
+        return ''
+    text = head.lstrip().lower()
+    if text.startswith((b'<!doctype html', b'<html', b'<head', b'<?xml')):
+        return ('it is a web page (HTML/XML), e.g. an error or login page '
+                'served in place of the file')
+    if text[:1] in (b'{', b'['):
+        return 'it is text (JSON?), not a file written by torch.save'
+    return (f'it starts with {head[:16]!r}, not with the bytes of a file '
+            'written by torch.save (a zip archive or a pickle)')
 
 
 _MMENGINE_HINT = (

@@ -38,6 +38,7 @@ save it; the authors' evaluation drops it) is written as 0.
 import copy
 import hashlib
 import os
+import pickle
 import re
 import warnings
 from collections import OrderedDict
@@ -183,6 +184,12 @@ def load_official_state(path: str) -> Dict[str, Tensor]:
         raise OfficialCheckpointError(f'{path}: no such file')
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise OfficialCheckpointError(
+            f'{path}: refused: it holds pickled objects beyond tensors and '
+            'plain containers (possibly code), which the authors\' '
+            'checkpoints do not; nothing of it was run. Use the file as '
+            'released by the authors (docs/model_zoo.md)') from e
     except Exception as e:  # any failure to unpickle means unreadable
         reason = str(e).strip().splitlines()[0] if str(e).strip() else ''
         raise OfficialCheckpointError(
