@@ -1,6 +1,7 @@
 """tools/dist_test.sh: two gloo processes evaluate a checkpoint of the toy
 BCN+WS model and report the metric that one process of tools/test.py
-reports on the same checkpoint, printed and in the JSON log."""
+reports on the same checkpoint, printed and in the JSON log, which the
+main process alone writes."""
 import glob
 import json
 import re
@@ -34,8 +35,18 @@ OPTIONS = ['--cfg-options', 'test_dataloader.dataset.size=15',
 @pytest.fixture
 def checkpoint(tmp_path):
     """(config, checkpoint): the toy model with random weights and BCN
-    statistics (evaluation normalizes with them)."""
-    config = toy_config(tmp_path)
+    statistics (evaluation normalizes with them). The config's hooks log
+    the rank of each process as the metric ``written_by_rank`` and make
+    rank 1 run the logger hook after rank 0 (tests/helpers/
+    rank_order_hooks.py): a metrics file written by every process ends up
+    rank 1's."""
+    config = toy_config(tmp_path, hooks=[
+        dict(type='RankInTestMetricsHook'),
+        dict(type='RankZeroLoggedHook')
+    ])
+    cfg = Config.fromfile(config)
+    cfg.custom_imports.imports.append('rank_order_hooks')
+    cfg.dump(config)
     torch.manual_seed(0)
     model = scoped_build(Config.fromfile(config).model, 'mmengine')
     bcn = [m for m in model.modules() if isinstance(m, BatchChannelNorm)]
@@ -79,4 +90,7 @@ def test_two_processes_report_the_single_process_metric(checkpoint,
     printed = re.findall(r'accuracy: (\d+\.\d+)', output)
     assert printed, output[-3000:]
     assert float(printed[-1]) == round(accuracy, 4)
-    assert json_metrics(work)['accuracy'] == accuracy
+    # the metrics file is rank 0's alone (rank 1 logged after it)
+    metrics = json_metrics(work)
+    assert metrics['accuracy'] == accuracy
+    assert metrics['written_by_rank'] == 0

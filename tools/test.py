@@ -9,7 +9,9 @@ Checkpoints are read with torch.load(weights_only=True). A checkpoint
 that leaves model keys unloaded (another model's) is refused, naming the
 keys, unless --allow-partial. ``--show-dir`` draws the predictions on
 the test images with the config's visualizer (mmdet: DIR/<image name>;
-mmseg: DIR/vis_data/vis_image/).
+mmseg: DIR/vis_data/vis_image/). ``--out`` may not name the checkpoint or
+the config (refused before anything runs). The metrics file
+(WORK_DIR/TIMESTAMP/TIMESTAMP.json) is written by the main process only.
 """
 import argparse
 import os
@@ -22,7 +24,9 @@ from mmengine.runner import Runner
 import mmbcn  # noqa: F401
 from mmbcn.engine import (add_weights_only_checkpoints, enable_show_dir,
                           load_tool_config, prepare_and_check_data,
-                          prepare_cpu_distributed)
+                          prepare_cpu_distributed,
+                          write_results_on_main_process)
+from mmbcn.utils import OutputPathError, check_outputs
 
 
 def parse_args(argv=None):
@@ -53,20 +57,34 @@ def parse_args(argv=None):
     return args
 
 
+def check_out(args) -> None:
+    """``--out`` must be a ``.pkl`` file that is neither input (an
+    mmengine checkpoint may be named ``.pkl`` too) nor a folder."""
+    if not args.out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out {args.out!r} must be a .pkl file')
+    if osp.isdir(args.out):
+        raise OutputPathError(f'--out {args.out!r} is a folder; name the '
+                              'predictions file to write, e.g. '
+                              f'{osp.join(args.out, "predictions.pkl")}')
+    check_outputs({'--out': args.out}, {'CHECKPOINT': args.checkpoint,
+                                        'CONFIG': args.config})
+
+
 def main(argv=None):
     args = parse_args(argv)
     for what, path in (('config', args.config),
                        ('checkpoint', args.checkpoint)):
         if not osp.isfile(path):
             raise FileNotFoundError(f'{what} file {path!r} not found')
+    if args.out is not None:
+        check_out(args)
     cfg = load_tool_config(args.config, args.launcher, args.cfg_options,
                            args.work_dir)
     cfg.load_from = args.checkpoint
     cfg.resume = False
     add_weights_only_checkpoints(cfg, allow_partial=args.allow_partial)
+    write_results_on_main_process(cfg)
     if args.out is not None:
-        if not args.out.endswith(('.pkl', '.pickle')):
-            raise ValueError(f'--out {args.out!r} must be a .pkl file')
         scope = cfg.get('default_scope', 'mmdet')
         cfg.test_evaluator = list(cfg.test_evaluator) if isinstance(
             cfg.test_evaluator, (list, tuple)) else [cfg.test_evaluator]

@@ -7,8 +7,12 @@
 
 Checkpoints are read with torch.load(weights_only=True) and written so
 that a failure while saving never loses the previous one. ``--resume``
-without a path continues from the newest checkpoint that loads (a
-truncated newer one is skipped with a warning). ``--amp`` (mixed
+without a path continues from the newest checkpoint of the work directory
+that loads (a truncated newer one is skipped with a warning; a
+``last_checkpoint`` naming a file elsewhere is ignored). One run at a time
+per work directory: a second run into a work directory that a live run
+holds stops before writing anything. ``train_cfg.max_iters`` /
+``max_epochs`` / ``val_interval`` must be whole numbers >= 1. ``--amp`` (mixed
 precision) needs a CUDA device (or an NPU, MLU or MUSA device that mmengine
 supports): without one it is refused before anything is built.
 
@@ -16,6 +20,7 @@ Multi-GPU / multi-process: tools/dist_train.sh (torchrun), Slurm:
 tools/slurm_train.sh. On machines without CUDA the processes use gloo.
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 
@@ -27,9 +32,10 @@ from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401  (registers BCN, SyncBCN, WSConv, hooks)
 from mmbcn.engine import (add_tensorboard, add_weights_only_checkpoints,
-                          check_checkpoint_paths, find_resume_checkpoint,
-                          load_tool_config, prepare_and_check_data,
-                          prepare_cpu_distributed)
+                          check_checkpoint_paths, check_train_cfg,
+                          find_resume_checkpoint, load_tool_config,
+                          prepare_and_check_data, prepare_cpu_distributed,
+                          work_dir_lock, write_results_on_main_process)
 
 
 def parse_args(argv=None):
@@ -91,29 +97,60 @@ def build_config(args) -> Config:
                            'base_batch_size in the config')
         cfg.auto_scale_lr.enable = True
     if args.resume == 'auto':
-        cfg.resume = True
-        cfg.load_from = find_resume_checkpoint(cfg.work_dir)
+        cfg.load_from = find_resume_checkpoint(cfg.work_dir,
+                                               checkpoint_folders(cfg))
+        # nothing to resume: start afresh (mmengine would otherwise follow
+        # last_checkpoint wherever it points)
+        cfg.resume = cfg.load_from is not None
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise FileNotFoundError(f'--resume: {args.resume!r} not found')
         cfg.resume, cfg.load_from = True, args.resume
     add_weights_only_checkpoints(cfg, allow_partial=args.allow_partial)
+    write_results_on_main_process(cfg)
     if args.tensorboard:
         add_tensorboard(cfg)
     return cfg
+
+
+def checkpoint_folders(cfg) -> list:
+    """Where the run's checkpoint hook saves when not in the work
+    directory (its ``out_dir``, plus the work directory's name, as
+    mmengine's CheckpointHook does)."""
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint') or {}
+    out_dir = hook.get('out_dir') if isinstance(hook, dict) else None
+    if not isinstance(out_dir, str) or '://' in out_dir:
+        return []
+    return [osp.join(out_dir, osp.basename(cfg.work_dir.rstrip(osp.sep)))]
+
+
+def is_first_process(launcher: str) -> bool:
+    """Whether this process is rank 0 of the job (read from the
+    launcher's environment: the process group does not exist yet)."""
+    if launcher == 'none':
+        return True
+    rank = os.environ.get('RANK') or os.environ.get('SLURM_PROCID') or \
+        os.environ.get('OMPI_COMM_WORLD_RANK') or '0'
+    return rank == '0'
 
 
 def main(argv=None):
     args = parse_args(argv)
     check_amp_device(args)
     cfg = build_config(args)
-    prepare_cpu_distributed(cfg, args.launcher)
-    prepare_and_check_data(cfg, ['train_dataloader', 'val_dataloader'])
-    if not cfg.get('resume'):
-        check_checkpoint_paths(cfg)
-    runner = (Runner.from_cfg(cfg)
-              if 'runner_type' not in cfg else RUNNERS.build(cfg))
-    runner.train()
+    check_train_cfg(cfg)
+    with contextlib.ExitStack() as stack:
+        if is_first_process(args.launcher):
+            # before anything is written: a second run into this work
+            # directory stops here
+            stack.enter_context(work_dir_lock(cfg.work_dir))
+        prepare_cpu_distributed(cfg, args.launcher)
+        prepare_and_check_data(cfg, ['train_dataloader', 'val_dataloader'])
+        if not cfg.get('resume'):
+            check_checkpoint_paths(cfg)
+        runner = (Runner.from_cfg(cfg)
+                  if 'runner_type' not in cfg else RUNNERS.build(cfg))
+        runner.train()
     return runner
 
 

@@ -4,14 +4,13 @@ one is complete and loadable."""
 import contextlib
 import os
 import os.path as osp
-import re
 
 from mmengine.dist import is_main_process
 from mmengine.fileio import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
-from mmbcn.utils import atomic_outputs
+from mmbcn.utils import atomic_outputs, remove_stale_temporaries
 from .weights_only_load import load_weights_only
 
 
@@ -28,7 +27,10 @@ class SafeCheckpointHook(CheckpointHook):
     file, read back with ``torch.load(weights_only=True)`` (memory-mapped:
     cheap), renamed into place, and only then is the oldest one deleted and
     ``last_checkpoint`` replaced (atomically). Any failure leaves the
-    previous checkpoints and ``last_checkpoint`` as they were.
+    previous checkpoints and ``last_checkpoint`` as they were. Before
+    training, temporary files that a killed save left behind are removed;
+    one that another live process is writing (it holds a lock on it) is
+    kept.
 
     ``tools/train.py`` uses it for ``default_hooks.checkpoint``; in other
     tools set ``default_hooks = dict(checkpoint=dict(
@@ -39,12 +41,15 @@ class SafeCheckpointHook(CheckpointHook):
     def before_train(self, runner) -> None:
         super().before_train(runner)
         if isinstance(self.file_backend, LocalBackend) and \
-                is_main_process() and osp.isdir(self.out_dir):
-            # temporary files of a save that was killed
-            for name in os.listdir(self.out_dir):
-                if re.fullmatch(r'\..+\.pth\.[^.]+\.part\.pth', name):
-                    with contextlib.suppress(OSError):
-                        os.unlink(osp.join(self.out_dir, name))
+                is_main_process():
+            # temporary files of a save that was killed; one that a live
+            # run is writing is locked and kept
+            removed = remove_stale_temporaries(
+                self.out_dir, r'\..+\.pth\.[^.]+\.part\.pth')
+            if removed:
+                runner.logger.info(
+                    f'removed {len(removed)} temporary file(s) of an '
+                    f'interrupted save: {", ".join(removed)}')
 
     def _save_checkpoint_with_step(self, runner, step, meta):
         if not isinstance(self.file_backend, LocalBackend):

@@ -1,5 +1,6 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
 """What ``tools/train.py`` and ``tools/test.py`` add to every config."""
+import numbers
 import os.path as osp
 from typing import Iterable
 
@@ -28,6 +29,37 @@ def add_weights_only_checkpoints(cfg, allow_partial: bool = False) -> None:
     if checkpoint is not None and checkpoint.get('type') in (
             'CheckpointHook', 'mmengine.CheckpointHook'):
         checkpoint['type'] = 'SafeCheckpointHook'
+
+
+def write_results_on_main_process(cfg) -> None:
+    """Have mmengine's logger hook (``default_hooks.logger``, mmengine's
+    ``LoggerHook`` or the default) write the test metrics file from the
+    main process only (:class:`MainProcessLoggerHook`)."""
+    if cfg.get('default_hooks') is None:
+        cfg.default_hooks = {}
+    hooks = cfg.default_hooks
+    if 'logger' not in hooks:
+        hooks['logger'] = dict(type='MainProcessLoggerHook')
+    elif isinstance(hooks['logger'], dict) and hooks['logger'].get(
+            'type') in ('LoggerHook', 'mmengine.LoggerHook'):
+        hooks['logger']['type'] = 'MainProcessLoggerHook'
+
+
+def check_train_cfg(cfg) -> None:
+    """Refuse a training length or validation interval that is not a whole
+    number >= 1 (``train_cfg.max_iters=-5`` would train nothing and exit
+    0), naming the key."""
+    train_cfg = cfg.get('train_cfg') or {}
+    for key in ('max_iters', 'max_epochs', 'val_interval'):
+        if key not in train_cfg:
+            continue
+        value = train_cfg[key]
+        if isinstance(value, bool) or not isinstance(
+                value, numbers.Integral) or value < 1:
+            raise ValueError(
+                f'train_cfg.{key}={value!r} must be a whole number >= 1; '
+                f'set it in the config or with --cfg-options '
+                f'train_cfg.{key}=N')
 
 
 def prepare_and_check_data(cfg, loaders: Iterable[str]) -> None:

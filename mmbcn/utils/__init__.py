@@ -3,7 +3,8 @@
 the check that an output never replaces an input, config-tree walks,
 markdown tables and scoped builds. Importing it needs the standard library
 only (and torch or mmengine where a helper is called)."""
-from .atomic import atomic_outputs, atomic_save, current_umask
+from .atomic import (atomic_outputs, atomic_save, current_umask,
+                     remove_stale_temporaries)
 from .config_tree import (child_path, is_type, path_keys, rewrite_dicts,
                           walk_dicts)
 from .markdown import markdown_table
@@ -11,7 +12,8 @@ from .output_paths import OutputPathError, check_outputs
 from .scoped_build import build_model, scoped_build
 
 __all__ = [
-    'atomic_outputs', 'atomic_save', 'current_umask', 'OutputPathError',
+    'atomic_outputs', 'atomic_save', 'current_umask',
+    'remove_stale_temporaries', 'OutputPathError',
     'check_outputs', 'child_path', 'is_type', 'path_keys', 'rewrite_dicts',
     'walk_dicts', 'markdown_table', 'build_model', 'scoped_build'
 ]

@@ -30,8 +30,10 @@ with the original model in eval mode on a random input: the output of
 neck; every folded pair was computed from the same formulas). The input
 checkpoint is read with ``torch.load(weights_only=True)``.
 
-Neither output may be an input (CONFIG, CHECKPOINT) or the other output:
-such paths are refused before anything is read. Both files are written to
+Neither output may be an input (CONFIG, CHECKPOINT), the other output or
+a folder, and the derived config (OUT with .py) never replaces a file
+that no argument named (unless an earlier fold to OUT wrote it): such
+paths are refused before anything is read. Both files are written to
 temporary files and renamed into place together when everything, the
 check included, succeeded: a failure (full disk, a failed check) leaves
 neither, and an earlier OUT / config as it was. New files get the mode the
@@ -47,6 +49,7 @@ from mmengine.config import Config, DictAction
 
 import mmbcn  # noqa: F401
 from mmbcn.deploy import fold_bcn, folded_config, transfer_state
+from mmbcn.engine import load_weights_only
 from mmbcn.engine.checkpoint_hook import load_model_weights
 from mmbcn.utils import (OutputPathError, atomic_outputs, build_model,
                          check_outputs)
@@ -73,7 +76,14 @@ def parse_args(argv=None):
                         '(max |diff| / max |reference| per output)')
     parser.add_argument('--no-verify', action='store_true',
                         help='skip the output check')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if min(args.verify_shape) < 1:
+        parser.error(f'--verify-shape {" ".join(map(str, args.verify_shape))}'
+                     ': N, C, H and W must all be >= 1 (e.g. 1 3 224 224; C '
+                     "is the model's input channels)")
+    if not args.rtol >= 0 or args.rtol == float('inf'):
+        parser.error(f'--rtol {args.rtol}: must be a finite number >= 0')
+    return args
 
 
 def tensor_outputs(model, x):
@@ -108,16 +118,46 @@ def max_relative_error(got, want) -> float:
 
 def output_paths(args) -> tuple:
     """``(OUT, folded config)``; raises OutputPathError if either would
-    replace an input (config, checkpoint) or OUT is a config file."""
+    replace an input (config, checkpoint), OUT is a config file, either is
+    a folder, or the derived config (OUT with .py, no --out-config) would
+    replace a file that an earlier fold to OUT did not write."""
     if args.out.lower().endswith('.py'):
         raise OutputPathError(
             f'OUT {args.out!r} ends in .py: OUT is the folded checkpoint '
             '(e.g. model_folded.pth); the folded config goes to OUT with '
             '.py or --out-config')
     out_config = args.out_config or osp.splitext(args.out)[0] + '.py'
+    for role, path, example in (('OUT', args.out, 'model_folded.pth'),
+                                ('the folded config', out_config,
+                                 'model_folded.py')):
+        if osp.isdir(path):
+            raise OutputPathError(
+                f'{role} {path!r} is a folder; name the file to write, '
+                f'e.g. {osp.join(path, example)}')
     check_outputs({'OUT': args.out, 'the folded config': out_config},
                   {'CONFIG': args.config, 'CHECKPOINT': args.checkpoint})
+    if args.out_config is None and osp.exists(out_config) and \
+            not written_by_fold(args.out, out_config):
+        raise OutputPathError(
+            f'the folded config would go to {out_config!r} (OUT with .py), '
+            'which exists and was not written by a fold to OUT '
+            f'{args.out!r}: it is left alone. Name the config to write with '
+            '--out-config (that path may be replaced), or choose another '
+            'OUT')
     return args.out, out_config
+
+
+def written_by_fold(out: str, out_config: str) -> bool:
+    """Whether ``out`` is a folded checkpoint whose meta records that its
+    fold wrote ``out_config`` (so a new fold to ``out`` may replace it)."""
+    if not osp.isfile(out):
+        return False
+    try:
+        meta = load_weights_only(out, 'cpu', mmap=True).get('meta', {})
+        return osp.realpath(meta['mmbcn_fold']['config']) == \
+            osp.realpath(out_config)
+    except Exception:  # not a fold output: not ours to replace
+        return False
 
 
 def main(argv=None) -> int:
