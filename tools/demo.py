@@ -137,8 +137,10 @@ def parse_args(argv=None):
     if args.work_dir is None:
         args.work_dir = ('work_dirs/demo' if args.task == 'detection' else
                          'work_dirs/demo_segmentation')
-    if args.max_iters is not None and args.max_iters < 1:
-        parser.error('--max-iters must be >= 1')
+    for flag in ('max_iters', 'val_interval', 'img_size', 'threads'):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            parser.error(f'--{flag.replace("_", "-")} {value}: must be >= 1')
     return args
 
 
@@ -426,14 +428,45 @@ def table(results, task: str):
     return lines, rows
 
 
+def load_results(work_dir):
+    """``work_dir``'s results.json, checked to hold what --summarize reads
+    (task, seed, runs with their metrics); exits naming the file and the
+    key otherwise."""
+    path = osp.join(work_dir, 'results.json')
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except (OSError, ValueError) as err:
+        raise SystemExit(f'--summarize: cannot read {path} ({err}); pass '
+                         'the work directory of a finished demo') from err
+    task = summary.get('task') if isinstance(summary, dict) else None
+    if task not in TASKS or 'seed' not in summary or not isinstance(
+            summary.get('runs'), list) or not summary['runs']:
+        raise SystemExit(f'--summarize: {path} is not the results.json of a '
+                         'finished demo (it needs "task", "seed" and a list '
+                         'of "runs"); pass the work directory of one')
+    keys = [k for _, k in TASKS[task]['metrics']]
+    keys += ['train_minutes', 'total_minutes']
+    for i, run in enumerate(summary['runs']):
+        bad = [k for k in ['name'] + keys if not isinstance(run, dict)
+               or k not in run or (k != 'name' and isinstance(run[k], bool))
+               or (k != 'name' and not isinstance(run[k], (int, float)))]
+        if bad:
+            raise SystemExit(f'--summarize: {path}: runs[{i}] lacks '
+                             f'{", ".join(bad)} (or not as numbers); pass '
+                             'the work directory of a finished demo')
+    return summary
+
+
 def summarize(work_dirs):
     """Mean +- sample std of every metric over finished demos (seeds),
     per run, and of the paired BCN - GN differences; as markdown lines."""
     import numpy as np
-    summaries = []
-    for d in work_dirs:
-        with open(osp.join(d, 'results.json')) as f:
-            summaries.append(json.load(f))
+    summaries = [load_results(d) for d in work_dirs]
+    tasks = {s['task'] for s in summaries}
+    if len(tasks) > 1:
+        raise SystemExit(f'--summarize: the demos are of different tasks '
+                         f'{sorted(tasks)}; summarize one task at a time')
     task = summaries[0]['task']
     metrics = TASKS[task]['metrics'] + [('train min', 'train_minutes'),
                                         ('total min', 'total_minutes')]

@@ -14,19 +14,27 @@ iteration, in a few hundred CPU iterations (docs/demo.md). Layout under
     train/*.jpg   val/*.jpg
 
 Each annotation file's ``info.version`` is :data:`GENERATOR_VERSION`; data
-written by another version of the generator is refused with what to do.
+written by another version of the generator, or a file that is not COCO
+(missing ``images``/``annotations``/``categories``, a ``bbox`` that is not
+4 numbers, ...), is refused with the file, the annotation and the image.
+Annotations that mmdet would drop without a word (an unknown
+``category_id``, polygons of fewer than 6 coordinates) are counted and
+reported once per dataset.
 """
 import json
+import logging
 import os
 import os.path as osp
 import shutil
 import tempfile
+import warnings
 from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
 from mmdet.datasets import CocoDataset
 from mmdet.registry import DATASETS
+from mmengine.logging import print_log
 from pycocotools import mask as mask_utils
 
 CLASSES = ('square', 'circle', 'triangle')
@@ -180,28 +188,151 @@ class ShapesCocoDataset(CocoDataset):
             shutil.rmtree(tmp, ignore_errors=True)
 
     def load_data_list(self):
-        check_annotation_file(self.ann_file, self.data_root)
+        content = check_annotation_file(self.ann_file, self.data_root)
+        if content is not None:
+            self.dropped = dropped_annotations(content,
+                                               self.metainfo['classes'])
+            self._report_dropped()
         return super().load_data_list()
 
+    def _report_dropped(self) -> None:
+        """Warn once per dataset about what mmdet will drop."""
+        counts = self.dropped
+        if not any(counts.values()):
+            return
+        message = (
+            f'{self.ann_file}: {counts["unknown_category"]} annotation(s) '
+            'with a category_id that is not one of the categories '
+            f'{list(self.metainfo["classes"])} are dropped; '
+            f'{counts["short_polygons"]} polygon(s) with fewer than 6 '
+            'coordinates (or an odd number) are dropped, and '
+            f'{counts["instances_without_polygon"]} instance(s) left '
+            'without a polygon are ignored in training')
+        warnings.warn(message, stacklevel=2)
+        print_log(message, logger='current', level=logging.WARNING)
 
-def check_annotation_file(path: str, data_root: str) -> None:
-    """Raise a RuntimeError naming ``path`` if it is not valid JSON or was
-    written by another version of the generator."""
+
+def check_annotation_file(path: str, data_root: str) -> Optional[dict]:
+    """Raise a RuntimeError naming ``path`` if it is not valid JSON, not a
+    COCO instances file (``images``, ``annotations``, ``categories``
+    lists; each annotation with an image, a category id, a 4-number
+    ``bbox``, a polygon list or an RLE ``segmentation``), or was written by
+    another version of the generator. Returns the parsed file (None if
+    ``path`` does not exist)."""
     if not osp.isfile(path):
-        return  # a missing file is reported by whoever reads it
+        return None  # a missing file is reported by whoever reads it
+    regenerate = (f'Delete the data_root {data_root!r} to have the demo '
+                  'data generated again')
     try:
         with open(path, encoding='utf-8') as f:
             content = json.load(f)
     except (ValueError, UnicodeDecodeError) as err:
         raise RuntimeError(
             f'annotation file {path!r} is not valid JSON ({err}): it is '
-            'truncated or damaged. Delete the data_root '
-            f'{data_root!r} to have the demo data generated again') from err
-    info = content.get('info') if isinstance(content, dict) else None
-    version = info.get('version', 1) if isinstance(info, dict) else 1
-    if version != GENERATOR_VERSION:
+            f'truncated or damaged. {regenerate}') from err
+    problem = coco_structure_problem(content)
+    if problem:
+        raise RuntimeError(f'annotation file {path!r}: {problem}. '
+                           f'{regenerate}')
+    info = content.get('info')
+    if not isinstance(info, dict) or 'version' not in info:
         raise RuntimeError(
-            f'annotation file {path!r} was written by version {version} of '
-            f'the shapes demo generator; this mmbcn writes version '
-            f'{GENERATOR_VERSION} (other images, other results). Delete the '
-            f'data_root {data_root!r} to have the demo data generated again')
+            f'annotation file {path!r} has no info.version, so it was not '
+            f'written by this shapes demo generator (version '
+            f'{GENERATOR_VERSION}): it comes from version 1 of the generator '
+            '(which wrote none) or is other COCO data (use mmdet\'s '
+            f'CocoDataset for that). {regenerate}')
+    if info['version'] != GENERATOR_VERSION:
+        raise RuntimeError(
+            f'annotation file {path!r} was written by version '
+            f'{info["version"]!r} of the shapes demo generator; this mmbcn '
+            f'writes version {GENERATOR_VERSION} (other images, other '
+            f'results). {regenerate}')
+    return content
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def coco_structure_problem(content) -> str:
+    """What makes ``content`` (a parsed JSON file) unreadable as COCO
+    instance annotations, naming the key, annotation and image; '' if
+    nothing does."""
+    if not isinstance(content, dict):
+        return (f'holds a JSON {type(content).__name__}, not a COCO '
+                'object with images, annotations and categories')
+    for key in ('images', 'annotations', 'categories'):
+        if not isinstance(content.get(key), list):
+            return (f"has no '{key}' list (keys: {sorted(content)}), so it "
+                    'is not a COCO instances file')
+    files = {}
+    for i, image in enumerate(content['images']):
+        if not (isinstance(image, dict) and 'id' in image and isinstance(
+                image.get('file_name'), str)):
+            return f'images[{i}] needs an id and a file_name: {image!r}'
+        files[image['id']] = image['file_name']
+    for i, category in enumerate(content['categories']):
+        if not (isinstance(category, dict) and 'id' in category):
+            return f'categories[{i}] needs an id: {category!r}'
+    for i, ann in enumerate(content['annotations']):
+        problem = _annotation_problem(ann, files)
+        if problem:
+            ident = ann.get('id') if isinstance(ann, dict) else None
+            image = files.get(ann.get('image_id')) if isinstance(
+                ann, dict) else None
+            return (f'annotations[{i}] (id {ident!r}'
+                    + (f', image {image!r}' if image else '') +
+                    f') {problem}')
+    return ''
+
+
+def _annotation_problem(ann, files) -> str:
+    if not isinstance(ann, dict):
+        return f'is a {type(ann).__name__}, not an object'
+    if ann.get('image_id') not in files:
+        return (f'refers to image_id {ann.get("image_id")!r}, which no '
+                "entry of 'images' has")
+    if 'category_id' not in ann:
+        return 'has no category_id'
+    bbox = ann.get('bbox')
+    if not (isinstance(bbox, list) and len(bbox) == 4
+            and all(_number(v) for v in bbox)):
+        return (f'has bbox {bbox!r}: it must be a list of 4 numbers '
+                '[x, y, width, height]')
+    if 'area' in ann and not _number(ann['area']):
+        return f'has area {ann["area"]!r}: it must be a number'
+    segmentation = ann.get('segmentation')
+    if segmentation is None or isinstance(segmentation, dict) and \
+            'counts' in segmentation and 'size' in segmentation:
+        return ''
+    if not (isinstance(segmentation, list) and all(
+            isinstance(p, list) and all(_number(v) for v in p)
+            for p in segmentation)):
+        return (f'has segmentation {str(segmentation)[:60]!r}: it must be '
+                'a list of polygons (lists of numbers) or an RLE '
+                "{'counts', 'size'}")
+    return ''
+
+
+def dropped_annotations(content: dict, classes) -> Dict[str, int]:
+    """What mmdet's ``CocoDataset`` and ``LoadAnnotations`` drop from
+    ``content`` without a word: annotations whose ``category_id`` is not
+    a category named in ``classes``, polygons with fewer than 6 (or an odd
+    number of) coordinates, and the instances left with no polygon (they
+    become ignored)."""
+    known = {c['id'] for c in content['categories']
+             if c.get('name') in classes}
+    counts = dict(unknown_category=0, short_polygons=0,
+                  instances_without_polygon=0)
+    for ann in content['annotations']:
+        if ann['category_id'] not in known:
+            counts['unknown_category'] += 1
+            continue
+        polygons = ann.get('segmentation')
+        if isinstance(polygons, list) and polygons:
+            short = [p for p in polygons if len(p) < 6 or len(p) % 2]
+            counts['short_polygons'] += len(short)
+            if len(short) == len(polygons):
+                counts['instances_without_polygon'] += 1
+    return counts
