@@ -7,6 +7,8 @@ except the normalization; one table, two pictures.
         [--seed S] [--work-dir DIR] [--img-size PX] [--val-interval N]
         [--sequential] [--threads T] [--runs bcn gn]
         [--cfg-options k=v ...] [--bcn-cfg-options k=v ...]
+        [--pretrained [--pretrain-iters N] [--pretrain-cache DIR]
+         [--pretrain-cfg-options k=v ...]]
 
 Detection (default): Mask R-CNN R-18-FPN, BCN+WS in micro-batch mode (one
 image per iteration, Algorithm 1's estimates, ``BCNUpdateRateHook``)
@@ -125,6 +127,27 @@ def parse_args(argv=None):
         help='config overrides for the BCN '
         'run only (e.g. custom_hooks.0.multiplier=0.1)')
     parser.add_argument(
+        '--pretrained',
+        action='store_true',
+        help='detection: fine-tune from backbones pretrained on the '
+        'bundled classification set (BCN+WS / GN+WS, large batch; '
+        'cached, tools/demo_pretrain.py)')
+    parser.add_argument(
+        '--pretrain-iters',
+        type=int,
+        help="--pretrained: pretraining iterations (default: the "
+        "pretraining config's)")
+    parser.add_argument(
+        '--pretrain-cache',
+        help='--pretrained: where pretrained backbones are cached '
+        '(default: work_dirs/pretrain_cache)')
+    parser.add_argument(
+        '--pretrain-cfg-options',
+        nargs='+',
+        default=[],
+        metavar='K=V',
+        help='--pretrained: overrides of both pretraining configs')
+    parser.add_argument(
         '--summarize',
         nargs='+',
         metavar='WORK_DIR',
@@ -137,6 +160,14 @@ def parse_args(argv=None):
     if args.work_dir is None:
         args.work_dir = ('work_dirs/demo' if args.task == 'detection' else
                          'work_dirs/demo_segmentation')
+        if args.pretrained:
+            args.work_dir += '_pretrained'
+    if args.pretrained and args.task != 'detection':
+        parser.error('--pretrained applies to --task detection')
+    if args.pretrain_iters is not None and args.pretrain_iters < 1:
+        parser.error('--pretrain-iters must be >= 1')
+    args.pretrain_cache = osp.abspath(
+        args.pretrain_cache or osp.join(REPO, 'work_dirs', 'pretrain_cache'))
     for flag in ('max_iters', 'val_interval', 'img_size', 'threads'):
         value = getattr(args, flag)
         if value is not None and value < 1:
@@ -307,9 +338,10 @@ def predict(runner, task: str):
 
 
 # ----------------------------------------------------------------- parent
-def launch(args, runs):
+def launch(args, runs, configs=None):
     """Train the runs (concurrently or one after the other) in worker
-    processes; return their results."""
+    processes; return their results. ``configs``: {run: (name, config)}
+    in place of the task's."""
     concurrent = not args.sequential and len(runs) > 1
     threads = args.threads or (1 if concurrent else None)
     env = dict(os.environ)
@@ -332,7 +364,7 @@ def launch(args, runs):
     procs = {}
 
     def start(run):
-        name, config = TASKS[args.task]['runs'][run]
+        name, config = (configs or TASKS[args.task]['runs'])[run]
         out_dir = osp.join(args.work_dir, run)
         os.makedirs(out_dir, exist_ok=True)
         log = open(osp.join(out_dir, 'train.log'), 'w')
@@ -683,7 +715,13 @@ def main(argv=None):
     start = time.time()
     prepare_data(args.task, args.cfg_options)
     runs = [r for r in ('bcn', 'gn') if r in args.runs]
-    results = launch(args, runs)
+    configs = None
+    if args.pretrained:  # pretrain (or reuse) the backbones first
+        sys.path.insert(0, HERE)
+        import demo_pretrain  # noqa: E402  (tools/demo_pretrain.py)
+        configs = demo_pretrain.pretrained_detectors(args, runs,
+                                                     scaled_schedule)
+    results = launch(args, runs, configs)
     minutes = (time.time() - start) / 60
     lines, rows = table(results, args.task)
     summary = dict(
