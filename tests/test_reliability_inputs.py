@@ -10,10 +10,12 @@ import warnings
 
 import pytest
 import torch
+from mmengine.config import Config
 
 import mmbcn  # noqa: F401
 from mmbcn.datasets import ShapesCocoDataset, generate_shapes_coco
-from mmbcn.engine import CheckpointLoadError, load_weights_only
+from mmbcn.engine import (CheckpointLoadError, load_weights_only,
+                          prepare_and_check_data)
 from mmbcn.engine.plain_state import TAG, PlainStateError, decode
 from tool_runner import load_tool
 from toy_run import toy_config
@@ -217,6 +219,35 @@ def test_annotations_mmdet_would_drop_are_counted_once(shapes):
     assert '1 instance(s) left without a polygon' in reports[0]
     assert dataset.dropped == dict(unknown_category=1, short_polygons=2,
                                    instances_without_polygon=1)
+
+
+def mmdet_coco_config(root):
+    """A tools config whose training set is mmdet's own CocoDataset on the
+    shapes data."""
+    from mmbcn.datasets.coco_demo import CLASSES
+    return Config(dict(
+        default_scope='mmdet', launcher='none',
+        train_dataloader=dict(dataset=dict(
+            type='CocoDataset', data_root=str(root),
+            metainfo=dict(classes=CLASSES),
+            ann_file='annotations/instances_train.json',
+            data_prefix=dict(img='train/'), pipeline=[]))))
+
+
+def test_tools_report_what_mmdet_drops_from_any_coco_file(shapes):
+    root, ann = shapes
+    edit(ann, lambda c: c['annotations'][0].update(category_id=42))
+    with pytest.warns(UserWarning, match=r'instances_train.json: 1 '
+                      'annotation.* category_id that is not one of'):
+        prepare_and_check_data(mmdet_coco_config(root), ['train_dataloader'])
+
+
+def test_tools_refuse_a_coco_file_with_a_string_bbox(shapes):
+    root, ann = shapes
+    edit(ann, lambda c: c['annotations'][0].update(bbox='1 2 3 4'))
+    with pytest.raises(ValueError, match=r'train_dataloader.dataset.ann_file'
+                       r".*instances_train.json' annotations\[0\].*bbox"):
+        prepare_and_check_data(mmdet_coco_config(root), ['train_dataloader'])
 
 
 # -------------------------------------------------- the converter

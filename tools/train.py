@@ -33,9 +33,10 @@ from mmengine.runner import Runner
 import mmbcn  # noqa: F401  (registers BCN, SyncBCN, WSConv, hooks)
 from mmbcn.engine import (add_tensorboard, add_weights_only_checkpoints,
                           check_checkpoint_paths, check_train_cfg,
-                          find_resume_checkpoint, load_tool_config,
-                          prepare_and_check_data, prepare_cpu_distributed,
-                          work_dir_lock, write_results_on_main_process)
+                          find_resume_checkpoint, is_first_process,
+                          load_tool_config, prepare_and_check_data,
+                          prepare_cpu_distributed, work_dir_lock,
+                          write_results_on_main_process)
 
 
 def parse_args(argv=None):
@@ -122,16 +123,6 @@ def checkpoint_folders(cfg) -> list:
     if not isinstance(out_dir, str) or '://' in out_dir:
         return []
     return [osp.join(out_dir, osp.basename(cfg.work_dir.rstrip(osp.sep)))]
-
-
-def is_first_process(launcher: str) -> bool:
-    """Whether this process is rank 0 of the job (read from the
-    launcher's environment: the process group does not exist yet)."""
-    if launcher == 'none':
-        return True
-    rank = os.environ.get('RANK') or os.environ.get('SLURM_PROCID') or \
-        os.environ.get('OMPI_COMM_WORLD_RANK') or '0'
-    return rank == '0'
 
 
 def main(argv=None):

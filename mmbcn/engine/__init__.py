@@ -10,7 +10,7 @@ from .show_predictions import enable_show_dir
 from .singularity_hook import SingularityHook
 from .tensorboard import add_tensorboard, check_tensorboard
 from .tool_setup import (add_weights_only_checkpoints, check_checkpoint_paths,
-                         check_train_cfg, load_tool_config,
+                         check_train_cfg, is_first_process, load_tool_config,
                          prepare_and_check_data, write_results_on_main_process)
 from .update_rate_hook import BCNUpdateRateHook, estimate_layers
 from .weights_only_load import (CheckpointLoadError, UnsafeCheckpointError,
@@ -26,5 +26,6 @@ __all__ = [
     'check_tensorboard', 'SafeCheckpointHook', 'find_resume_checkpoint',
     'CheckpointLoadError', 'UnsafeCheckpointError', 'load_weights_only',
     'MainProcessLoggerHook', 'write_results_on_main_process',
-    'check_train_cfg', 'WorkDirBusyError', 'work_dir_lock'
+    'check_train_cfg', 'WorkDirBusyError', 'work_dir_lock',
+    'is_first_process'
 ]

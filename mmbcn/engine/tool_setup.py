@@ -1,11 +1,19 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
 """What ``tools/train.py`` and ``tools/test.py`` add to every config."""
+import json
+import logging
 import numbers
+import os
 import os.path as osp
+import sys
+import warnings
 from typing import Iterable
 
+from mmengine.logging import print_log
 from mmengine.registry import DATASETS, DefaultScope
 
+from mmbcn.datasets.coco_checks import (coco_structure_problem,
+                                        dropped_annotations, dropped_message)
 from mmbcn.utils.config_tree import child_path, walk_dicts
 
 
@@ -64,9 +72,13 @@ def check_train_cfg(cfg) -> None:
 
 def prepare_and_check_data(cfg, loaders: Iterable[str]) -> None:
     """Generate bundled demo data where a dataset type can, then make sure
-    every path a dataset reads exists, before any model is built.
+    every path a dataset reads exists, before any model is built. A local
+    COCO annotation file of an mmdet ``CocoDataset`` is read once (by the
+    first process) to refuse one that is not COCO and to report what mmdet
+    would drop from it without a word.
 
-    Raises FileNotFoundError naming the config key and the path.
+    Raises FileNotFoundError naming the config key and the path, or
+    ValueError naming the key, the annotation file and what is wrong.
     """
     with DefaultScope.overwrite_default_scope(cfg.get('default_scope')), \
             DATASETS.switch_scope_and_registry(None) as registry:
@@ -77,10 +89,10 @@ def prepare_and_check_data(cfg, loaders: Iterable[str]) -> None:
             for where, ds in walk_dicts(cfg[loader]['dataset'],
                                         f'{loader}.dataset',
                                         keys=('dataset', 'datasets')):
-                _check_one(registry, where, ds)
+                _check_one(registry, where, ds, cfg.get('launcher'))
 
 
-def _check_one(registry, where, ds) -> None:
+def _check_one(registry, where, ds, launcher=None) -> None:
     cls = registry.get(ds['type']) if isinstance(ds.get('type'),
                                                  str) else ds.get('type')
     if cls is None:
@@ -110,6 +122,49 @@ def _check_one(registry, where, ds) -> None:
                 f'{where}.{key}: {path!r} does not exist. Prepare the '
                 'dataset (README, "Data") or point the config at it, e.g. '
                 f"--cfg-options {where}.data_root=/path/to/data/")
+    if ds.get('ann_file') and is_first_process(launcher):
+        _check_coco_file(where, cls, ds, osp.join(data_root, ds['ann_file']))
+
+
+def is_first_process(launcher: str) -> bool:
+    """Whether this process is rank 0 of the job (read from the
+    launcher's environment: the process group may not exist yet)."""
+    if launcher in (None, 'none'):
+        return True
+    rank = os.environ.get('RANK') or os.environ.get('SLURM_PROCID') or \
+        os.environ.get('OMPI_COMM_WORLD_RANK') or '0'
+    return rank == '0'
+
+
+def _check_coco_file(where: str, cls, ds, path: str) -> None:
+    """For an mmdet ``CocoDataset`` (or subclass) with a local annotation
+    file: refuse a file that is not COCO (naming the key, the annotation
+    and its image), and report once what mmdet will drop from it without
+    a word (:mod:`mmbcn.datasets.coco_checks`). Datasets that report it
+    themselves (the shapes demo) are left to do so."""
+    datasets = sys.modules.get('mmdet.datasets')
+    if (datasets is None or not isinstance(cls, type)
+            or not issubclass(cls, datasets.CocoDataset)
+            or getattr(cls, 'reports_dropped_annotations', False)
+            or not osp.isfile(path)):
+        return
+    try:
+        with open(path, encoding='utf-8') as f:
+            content = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f'{where}.ann_file: {path!r} is not valid JSON '
+                         f'({err}): truncated or not an annotation '
+                         'file') from err
+    problem = coco_structure_problem(content)
+    if problem:
+        raise ValueError(f'{where}.ann_file: {path!r} {problem}')
+    classes = (ds.get('metainfo') or {}).get('classes') or getattr(
+        cls, 'METAINFO', {}).get('classes', ())
+    message = dropped_message(path, dropped_annotations(content, classes),
+                              classes)
+    if message:
+        warnings.warn(message, stacklevel=2)
+        print_log(message, logger='current', level=logging.WARNING)
 
 
 def _init_cfgs(model):
