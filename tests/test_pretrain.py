@@ -265,6 +265,21 @@ def test_pretraining_config_trains_and_writes_a_loadable_backbone(
         assert torch.equal(value, state[f'backbone.{key}']), key
 
 
+@pytest.mark.slow
+def test_mmdet_train_tool_trains_the_pretraining_config(cls_root, tmp_path):
+    import mmdet
+    tool = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
+    work = tmp_path / 'work'
+    run([
+        sys.executable, tool, PRETRAIN['bcn'], '--work-dir',
+        str(work), '--cfg-options', 'train_cfg.max_iters=2',
+        'default_hooks.checkpoint.interval=2'
+    ] + data_options(cls_root))
+    state = torch.load(str(work / 'iter_2.pth'),
+                       weights_only=True)['state_dict']
+    assert any(k.startswith('backbone.layer4.') for k in state)
+
+
 def _args(tmp_path, cls_root, options=()):
     return argparse.Namespace(
         seed=0, pretrain_iters=1, threads=None,

@@ -27,6 +27,7 @@ import json
 import math
 import os
 import os.path as osp
+import re
 import resource
 import shutil
 import subprocess
@@ -225,9 +226,14 @@ def train_backbones(jobs, threads=None):
              osp.abspath(__file__), '--worker', config, part],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT), log,
                       part)
-    done = {}
+    done, last_report = {}, time.time()
     while procs:
         time.sleep(1)
+        if time.time() - last_report > 60:
+            last_report = time.time()
+            print('  pretraining ' + ' | '.join(
+                f'{run} {_progress(log.name)}'
+                for run, (_, log, _) in procs.items()), flush=True)
         for run, (proc, log, part) in list(procs.items()):
             if proc.poll() is None:
                 continue
@@ -244,6 +250,17 @@ def train_backbones(jobs, threads=None):
             done[run] = _finish(part, digest, material)
             _place(part, entry, digest, material)
     return done
+
+
+def _progress(log_path: str) -> str:
+    """'iter i/N' from the latest training line of a log."""
+    try:
+        with open(log_path, errors='replace') as f:
+            text = f.read()[-20000:]
+    except OSError:
+        return ''
+    found = re.findall(r'Iter\(train\)\s*\[\s*(\d+)/(\d+)\]', text)
+    return f'iter {found[-1][0]}/{found[-1][1]}' if found else 'starting'
 
 
 # ------------------------------------------------------------------ demo
