@@ -14,8 +14,8 @@ from mmengine.config import Config
 
 import mmbcn  # noqa: F401
 from mmbcn.datasets import ShapesCocoDataset, generate_shapes_coco
-from mmbcn.engine import (CheckpointLoadError, load_weights_only,
-                          prepare_and_check_data)
+from mmbcn.engine import (CheckpointLoadError, UnsafeCheckpointError,
+                          load_weights_only, prepare_and_check_data)
 from mmbcn.engine.plain_state import TAG, PlainStateError, decode
 from tool_runner import load_tool
 from toy_run import toy_config
@@ -100,6 +100,22 @@ def test_malformed_plain_entries_are_named(tmp_path, case):
                        match=r"bad.pth: checkpoint\['meta'\]\['e'\]: "
                        r'(malformed|unknown)'):
         load_weights_only(str(path))
+
+
+@pytest.mark.parametrize('content,why', [
+    (b'', 'the file is empty'),
+    (b'<!DOCTYPE html><html>Not found</html>', 'it is a web page'),
+    (b'{"state_dict": {}}', 'it is text'),
+    (b'GIF89a\x01\x00', "it starts with b'GIF89a"),
+])
+def test_file_that_is_no_checkpoint_is_named_as_such(tmp_path, content,
+                                                     why):
+    path = tmp_path / 'model.pth'
+    path.write_bytes(content)
+    with pytest.raises(CheckpointLoadError) as err:
+        load_weights_only(str(path))
+    assert not isinstance(err.value, UnsafeCheckpointError)
+    assert f'model.pth: not a PyTorch checkpoint: {why}' in str(err.value)
 
 
 @pytest.mark.slow

@@ -75,7 +75,7 @@ def load_weights_only(source: Union[str, bytes, io.IOBase],
             'the checkpoint') from err
 
 
-def _head(source, size: int = 64) -> bytes:
+def _head(source, size: int = 512) -> bytes:
     """The first bytes of a path or seekable file object (its position is
     kept)."""
     if isinstance(source, str):
@@ -92,16 +92,19 @@ def _head(source, size: int = 64) -> bytes:
 
 def _not_a_torch_file(source) -> str:
     """Why ``source`` cannot be a file of ``torch.save`` (a zip archive,
-    or a pickle for the legacy format), or '' if it may be one: an empty
-    file, a web page (an error or login page saved in place of a
-    download), other text."""
+    a pickle or a tar archive for the legacy formats), or '' if it may be
+    one: an empty file, a web page (an error or login page saved in place
+    of a download), other text."""
     try:
         head = _head(source)
     except OSError:
         return ''  # torch.load reports it
     if not head:
         return 'the file is empty' if isinstance(source, str) else ''
-    if head.startswith(b'PK') or head[:1] == b'\x80':
+    # a zip archive; the legacy format's pickled magic number (protocol
+    # 2 or more: PROTO, else LONG); torch < 0.4's tar archive
+    if head.startswith((b'PK', b'\x80', b'L')) or \
+            head[257:262] == b'ustar':
         return ''
     text = head.lstrip().lower()
     if text.startswith((b'<!doctype html', b'<html', b'<head', b'<?xml')):
