@@ -102,6 +102,19 @@ def test_cut_short_download_is_not_cached(tmp_path, server, cache):
     assert cached_files(cache) == [osp.basename(cache_path(url))]
 
 
+def test_download_removes_what_a_killed_download_left(
+        tmp_path, server, cache):
+    data = checkpoint_bytes(tmp_path)
+    server.routes['/m.pth'] = lambda h, n: body(h, data)
+    url = server.url('/m.pth')
+    os.makedirs(cache)
+    name = osp.basename(cache_path(url))
+    (cache / f'.{name}.k1ll3d.part.pth').write_bytes(data[:10])
+    (cache / '.other.pth.k1ll3d.part.pth').write_bytes(b'not this URL')
+    _load_checkpoint(url)
+    assert cached_files(cache) == ['.other.pth.k1ll3d.part.pth', name]
+
+
 def test_web_page_is_named_as_one_and_not_cached(server, cache):
     page = b'<!DOCTYPE html><html><body>Please sign in</body></html>'
     server.routes['/login.pth'] = lambda h, n: body(h, page, 'text/html')

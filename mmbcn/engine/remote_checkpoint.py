@@ -25,7 +25,7 @@ from typing import Any
 
 from mmengine.dist import barrier, get_dist_info
 
-from mmbcn.utils import atomic_outputs
+from mmbcn.utils import atomic_outputs, remove_stale_temporaries
 from .weights_only_load import (CheckpointLoadError, UnsafeCheckpointError,
                                 load_weights_only)
 
@@ -82,6 +82,11 @@ def download(url: str, timeout: float = 60) -> str:
         return path
     where = f'{url} (cache file {path})'
     overall = download_timeout()
+    # what a killed download of this URL left (a live one holds a lock)
+    name, ext = osp.splitext(osp.basename(path))
+    remove_stale_temporaries(
+        cache_dir(), rf'\.{re.escape(name + ext)}\.[^.]+\.part'
+        rf'{re.escape(ext)}')
     try:
         with atomic_outputs(path) as (tmp, ):
             _fetch(url, tmp, timeout, overall, where)
