@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from mmengine.config import Config
 from PIL import Image
 
 import mmbcn  # noqa: F401
@@ -93,7 +94,13 @@ def test_full_size_segmentation_configs_with_random_weights(
 @pytest.mark.parametrize('config', DET_ALL, ids=osp.basename)
 def test_detection_configs_with_random_weights(config, image,
                                                restore_default_scope):
-    det_apis(config, None, image)
+    """The config's own test pipeline, its Resize scaled down from
+    1333x800 to 320x320 (a full-size detector on CPU)."""
+    cfg = Config.fromfile(config)
+    for step in cfg.test_dataloader.dataset.pipeline:
+        if step['type'] == 'Resize':
+            step['scale'] = (320, 320)
+    det_apis(cfg, None, image)
 
 
 def test_check_seg_map_size_lets_inference_samples_pass():

@@ -61,7 +61,8 @@ def parse_args(argv=None):
         help='detection: draw instances scored at least this (default 0.3)')
     parser.add_argument(
         '--opacity', type=float, default=0.5,
-        help='segmentation: opacity of the class colours (default 0.5)')
+        help='opacity of the class colours (segmentation) and of the '
+        'instance masks (detection) (default 0.5)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, xxx=yyy (lists: key="[a,b]")')
