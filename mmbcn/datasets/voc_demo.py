@@ -1,7 +1,8 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
 """Bundled demo data for semantic segmentation: a small PASCAL VOC-format
 dataset of shapes on textured backgrounds, generated deterministically on
-first use, and the image/mask size check of the segmentation pipelines.
+first use, and the mask check of the segmentation pipelines (size,
+channels, class values).
 
 Layout under ``data_root`` (as ``VOCdevkit/VOC2012``)::
 
