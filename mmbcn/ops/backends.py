@@ -179,7 +179,7 @@ def describe(x: Tensor) -> str:
     one = x.new_ones(c)
     call = BCNCall(x, x.new_zeros(c), one, torch.zeros((), dtype=torch.long),
                    one, x.new_zeros(c), one[:1], one[:1] * 0, 1, 'batch',
-                   0.1, 1e-5)
+                   torch.tensor(0.1, dtype=torch.float64), 1e-5)
     chosen = select(call).name
     notes = [f'{b.name}: {b.refusal(call)}' for b in BACKENDS.values()
              if b.name != chosen and b.refusal(call) is not None]

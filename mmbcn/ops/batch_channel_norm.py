@@ -7,7 +7,7 @@ in Neural Networks", Sec. 3: ``BCN(X) = CN(BN(X))`` (Eq. 16), a per-channel
 batch step (Eq. 13) followed by a per-sample group step with a per-group
 affine (Eq. 15).
 """
-from typing import Optional
+from typing import Union
 
 import torch
 from torch import Tensor
@@ -27,7 +27,7 @@ def batch_channel_norm(x: Tensor,
                        bias: Tensor,
                        num_groups: int,
                        mode: str = BATCH,
-                       rate: Optional[float] = None,
+                       rate: Union[float, Tensor, None] = None,
                        eps: float = 1e-5,
                        sync: bool = False,
                        process_group=None) -> Tensor:
@@ -50,7 +50,10 @@ def batch_channel_norm(x: Tensor,
             towards the batch (lines 1-4; the variance is taken about the
             old mean), then normalize with the updated estimates (line 5);
             no gradient flows into them.
-        rate: momentum (``'batch'``) or Algorithm 1's r (``'estimate'``).
+        rate: momentum (``'batch'``) or Algorithm 1's r (``'estimate'``):
+            a number, or a one-element tensor (what the layers pass, so
+            that a rate changing every iteration is an input of a
+            compiled graph rather than a constant it is recompiled for).
         eps: added to both steps' variances.
         sync: combine the batch statistics across the processes of
             ``process_group`` (the world by default) under
@@ -59,12 +62,19 @@ def batch_channel_norm(x: Tensor,
     The computation runs on the backend chosen by
     :mod:`mmbcn.ops.backends` (``MMBCN_BACKEND``).
     """
+    if not x.is_floating_point():
+        raise TypeError(
+            f'batch_channel_norm: the input is {x.dtype}; BCN normalizes '
+            'floating-point tensors (float16, bfloat16, float32, float64): '
+            'convert it first, e.g. x.float()')
     if mode not in MODES:
         raise ValueError(f'batch_channel_norm: mode={mode!r} is not one of '
                          f'{MODES}')
     if mode == ESTIMATE and rate is None:
         raise ValueError("batch_channel_norm: mode='estimate' needs "
                          "Algorithm 1's rate (rate=...)")
+    if rate is not None and not isinstance(rate, Tensor):
+        rate = torch.tensor(float(rate), dtype=torch.float64)
     if x.dim() == 2:
         return batch_channel_norm(x.unsqueeze(-1), running_mean, running_var,
                                   num_batches_tracked, batch_weight,

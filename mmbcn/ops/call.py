@@ -19,7 +19,8 @@ class BCNCall:
 
     ``rate`` is the momentum of the running averages in ``'batch'`` mode
     (``None``: cumulative average) and Algorithm 1's rate r in
-    ``'estimate'`` mode. ``synchronized``: the batch statistics are
+    ``'estimate'`` mode, a one-element float64 tensor (``None``: none
+    given, or ``'fixed'`` mode). ``synchronized``: the batch statistics are
     combined across the processes of ``process_group``.
     """
     x: Tensor
@@ -32,7 +33,7 @@ class BCNCall:
     bias: Tensor
     num_groups: int
     mode: str
-    rate: Optional[float]
+    rate: Optional[Tensor]
     eps: float
     synchronized: bool = False
     process_group: Any = None

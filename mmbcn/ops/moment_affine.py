@@ -16,9 +16,9 @@ The moments of ``x_dot`` over a (sample, group) follow from the moments of
 ``x`` over each (sample, channel) by the parallel-variance formula, so the
 whole layer is ``y = A[n, c] * x + B[n, c]`` with ``A`` and ``B`` computed
 from O(N*C) numbers. :func:`bcn_coefficients` computes them;
-:class:`MomentAffine` applies ``y = A*x + B`` with a hand-written backward
-that touches the full-size tensors only in per-(n, c) reductions and
-elementwise passes.
+:func:`coefficients_vjp` is their vector-Jacobian product, from which
+the backward pass touches the full-size tensors only in per-(n, c)
+reductions (:func:`row_sums`) and elementwise passes.
 
 On contiguous float32/float64 CPU tensors the full-size passes run on
 PyTorch's normalization kernels, viewing ``x`` as N*C rows of length L
@@ -36,11 +36,10 @@ This module is the ``python`` backend's mathematics (see
 are tested against, and the path for synchronized statistics.
 """
 import math
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 
 def reduce_dims(x: Tensor) -> Tuple[int, ...]:
@@ -68,6 +67,21 @@ def _moments_and_buffer(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
                                                  x[0, 0].numel(), c, 0.0)
     # eps 0: rstd = 1 / sqrt(var), and a constant row's inf gives back 0.
     return buffer, mean.view(n, c), rstd.pow(-2).view(n, c)
+
+
+def stats_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype BCN's statistics are computed in for input ``dtype``."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def moments_and_buffer(
+        x: Tensor) -> Tuple[Optional[Tensor], Tensor, Tensor]:
+    """:func:`channel_moments` and, where the row kernels ran, their
+    full-size buffer, which :func:`apply_affine` may write the output into
+    (else ``None``)."""
+    if row_kernels(x):
+        return _moments_and_buffer(x)
+    return (None, ) + channel_moments(x)
 
 
 def channel_moments(x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -129,6 +143,64 @@ def bcn_coefficients(mean: Tensor, var: Tensor, batch_mean: Tensor,
     return coef_a.reshape(n, c), coef_b.reshape(n, c)
 
 
+def coefficients_vjp(grad_a: Tensor, grad_b: Tensor, mean: Tensor,
+                     var: Tensor, batch_mean: Tensor, batch_var: Tensor,
+                     batch_weight: Tensor, batch_bias: Tensor,
+                     weight: Tensor, num_groups: int,
+                     eps: float) -> Tuple[Tensor, ...]:
+    r"""The vector-Jacobian product of :func:`bcn_coefficients`: given
+    ``grad_a``, ``grad_b`` (N, C), the gradients with respect to ``mean``,
+    ``var`` (N, C), ``batch_mean``, ``batch_var``, ``batch_weight``,
+    ``batch_bias`` (C) and ``weight``, ``bias`` (G), in that order.
+
+    The chain rule through the forward's steps, last step first, in
+    differentiable operations (so that it can itself be differentiated):
+    ``A = s a``, ``B = s (b - mu_g) + beta^c`` with ``s = gamma^c /
+    sqrt(sigma_g^2 + eps)``; Eq. 15's group moments of ``mean_dot = a *
+    mean + b`` and ``var_dot = a^2 var``; Eq. 13's ``a = gamma^b /
+    sqrt(sigma_hat^2 + eps)``, ``b = beta^b - mu_hat a``.
+    """
+    n, c = mean.shape
+    g, k = num_groups, c // num_groups
+    grouped = (n, g, k)
+    # Forward quantities (as bcn_coefficients computes them).
+    inv_b = torch.rsqrt(batch_var + eps)
+    a = (batch_weight * inv_b).view(1, g, k)
+    b = (batch_bias - batch_mean * batch_weight * inv_b).view(1, g, k)
+    m, v = mean.view(grouped), var.view(grouped)
+    mean_dot = a * m + b
+    group_mean = mean_dot.mean(2, keepdim=True)
+    dev = mean_dot - group_mean
+    group_var = (a * a * v).mean(2, keepdim=True) + dev.pow(2).mean(
+        2, keepdim=True)
+    inv_g = torch.rsqrt(group_var + eps)
+    scale = weight.view(1, g, 1) * inv_g
+    g_a, g_b = grad_a.view(grouped), grad_b.view(grouped)
+    # A = scale * a, B = scale * (b - group_mean) + bias.
+    d_scale = (g_a * a + g_b * (b - group_mean)).sum(2, keepdim=True)
+    d_bias = g_b.sum((0, 2))
+    d_weight = (d_scale * inv_g).sum((0, 2))
+    d_group_var = d_scale * weight.view(1, g, 1) * -0.5 * inv_g.pow(3)
+    d_group_mean = -(g_b * scale).sum(2, keepdim=True)
+    # Eq. 15: group_mean = E_k[mean_dot], group_var = E_k[var_dot] +
+    # E_k[(mean_dot - group_mean)^2] (its group_mean term sums to 0).
+    d_mean_dot = (2 * d_group_var * dev + d_group_mean) / k
+    d_var_dot = d_group_var / k
+    # mean_dot = a * m + b, var_dot = a^2 * v.
+    d_mean = (d_mean_dot * a).reshape(n, c)
+    d_var = (d_var_dot * a * a * torch.ones_like(v)).reshape(n, c)
+    d_a = (g_a * scale + d_mean_dot * m + 2 * d_var_dot * a * v).sum(0)
+    d_b = (g_b * scale + d_mean_dot).sum(0)
+    d_a, d_b = d_a.reshape(c), d_b.reshape(c)
+    # Eq. 13: b = beta^b - mu_hat * a, a = gamma^b * inv_b.
+    d_a = d_a - d_b * batch_mean
+    d_batch_mean = -d_b * a.reshape(c)
+    d_batch_weight = d_a * inv_b
+    d_batch_var = d_a * batch_weight * -0.5 * inv_b.pow(3)
+    return (d_mean, d_var, d_batch_mean, d_batch_var, d_batch_weight, d_b,
+            d_weight, d_bias)
+
+
 def _expand(t: Tensor, x: Tensor) -> Tensor:
     return t.view(t.shape + (1, ) * (x.dim() - 2))
 
@@ -156,9 +228,14 @@ def apply_affine(x: Tensor,
     return y.to(x.dtype)
 
 
-def row_sums(dy: Tensor, x: Tensor) -> Tuple[Tensor, Tensor]:
-    """Per-(n, c) sums of ``dy * x`` and of ``dy``, each (N, C)."""
+def row_sums(dy: Tensor,
+             x: Tensor,
+             generic: bool = False) -> Tuple[Tensor, Tensor]:
+    """Per-(n, c) sums of ``dy * x`` and of ``dy``, each (N, C);
+    ``generic``: in differentiable operations (a second derivative)."""
     n, c = x.shape[:2]
+    if generic:
+        return (dy * x).sum(reduce_dims(x)), dy.sum(reduce_dims(x))
     if row_kernels(x) and dy.dtype == x.dtype:
         rows, length = n * c, x[0, 0].numel()
         # GroupNorm backward with one group per row, mean 0, rstd 1 and
@@ -171,62 +248,6 @@ def row_sums(dy: Tensor, x: Tensor) -> Tuple[Tensor, Tensor]:
     return _dot(dy, x), dy.sum(reduce_dims(x))
 
 
-CoefficientFn = Callable[..., Tuple[Tensor, Tensor]]
-
-
-class MomentAffine(torch.autograd.Function):
-    """``y = A * x + B`` where ``(A, B) = fn(mean, var, *params)`` and
-    ``mean``, ``var`` are the per-(n, c) moments of ``x``.
-
-    Autograd runs through ``fn`` (small tensors only: O(N*C)); the full-size
-    part is differentiated by hand. With ``dA``/``dB`` the reductions of
-    ``dy*x``/``dy`` and ``dmean``/``dvar`` what autograd returns for the
-    moments, over L elements per (n, c):
-
-        dx = A*dy + dmean/L + 2*dvar*(x - mean)/L
-
-    Only ``x``, the moments and the small graph of ``fn`` are kept for the
-    backward pass. ``fn`` runs once, in the forward pass, so side effects it
-    has (running-statistics updates, collectives) happen exactly once.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, fn: CoefficientFn, *params: Tensor) -> Tensor:
-        buffer, mean, var = _moments(x)
-        leaves = [mean.requires_grad_(), var.requires_grad_()]
-        leaves += [p.detach().requires_grad_(p.requires_grad) for p in params]
-        with torch.enable_grad():
-            coef_a, coef_b = fn(*leaves)
-        ctx.graph = (leaves, coef_a, coef_b)
-        ctx.save_for_backward(x)
-        return apply_affine(x, coef_a.detach(), coef_b.detach(), buffer)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, dy: Tensor):
-        (x, ) = ctx.saved_tensors
-        leaves, coef_a, coef_b = ctx.graph
-        in_dtype = x.dtype
-        if x.dtype not in (torch.float32, torch.float64):
-            x, dy = x.float(), dy.float()
-        grad_a, grad_b = row_sums(dy, x)
-        wanted = [t for t in leaves if t.requires_grad]
-        grads = torch.autograd.grad((coef_a, coef_b), wanted,
-                                    (grad_a, grad_b),
-                                    retain_graph=True,
-                                    allow_unused=True)
-        grads = dict(zip(map(id, wanted), grads))
-        grad_of = [grads.get(id(t)) for t in leaves]
-        dmean, dvar = (torch.zeros_like(leaves[0])
-                       if g is None else g for g in grad_of[:2])
-        count = math.prod(x.shape[2:])
-        p = 2.0 * dvar / count
-        q = dmean / count - p * leaves[0].detach()
-        dx = apply_affine(x, p.to(x.dtype), q.to(x.dtype))
-        dx.addcmul_(dy, _expand(coef_a.detach().to(x.dtype), x))
-        return (dx.to(in_dtype), None, *grad_of[2:])
-
-
 def _dot(dy: Tensor, x: Tensor) -> Tensor:
     """Per-(n, c) sum of ``dy * x`` without a full-size temporary when the
     layout allows a batched matrix product."""
@@ -236,25 +257,3 @@ def _dot(dy: Tensor, x: Tensor) -> Tensor:
         return torch.einsum('nl,nl->n', dy.reshape(rows),
                             x.reshape(rows)).view(n, c)
     return (dy * x).sum(reduce_dims(x))
-
-
-def _moments(x: Tensor) -> Tuple[Optional[Tensor], Tensor, Tensor]:
-    """:func:`channel_moments` and, where the row kernels ran, their
-    full-size buffer (else ``None``)."""
-    if row_kernels(x):
-        return _moments_and_buffer(x)
-    return (None, ) + channel_moments(x)
-
-
-def moment_affine(x: Tensor, fn: CoefficientFn,
-                  params: Sequence[Optional[Tensor]]) -> Tensor:
-    """``fn``-normalize ``x`` through :class:`MomentAffine` when a gradient
-    is needed, otherwise (and while exporting to ONNX, which records the
-    forward operations) directly in two passes, without the autograd
-    function."""
-    if torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export() and (
-            x.requires_grad or any(p.requires_grad for p in params)):
-        return MomentAffine.apply(x, fn, *params)
-    buffer, mean, var = _moments(x)
-    coef_a, coef_b = fn(mean, var, *params)
-    return apply_affine(x, coef_a, coef_b, buffer)
