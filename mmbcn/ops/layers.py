@@ -10,6 +10,8 @@ the backend that serves the input (native CPU kernel, Triton, or the Python
 reference) and updates the buffers itself. They need torch alone.
 """
 import itertools
+import math
+import numbers
 from typing import Optional
 
 import torch
@@ -81,25 +83,42 @@ class BatchChannelNorm(nn.Module):
                  sync_estimates: bool = True,
                  process_group=None):
         super().__init__()
+        name = type(self).__name__
+        for key, value in (('num_features', num_features),
+                           ('num_groups', num_groups)):
+            if not isinstance(value, numbers.Integral) or isinstance(
+                    value, bool):
+                raise TypeError(f'{name}: {key}={value!r} must be a whole '
+                                'number')
+        for key, value in (('estimate', estimate), ('sync_estimates',
+                                                    sync_estimates)):
+            if not isinstance(value, bool):
+                raise TypeError(
+                    f'{name}: {key}={value!r} must be True or False (a '
+                    'string such as \'False\' would count as true)')
         if num_groups <= 0 or num_features % num_groups != 0:
             raise ValueError(
-                f'{type(self).__name__}: num_groups={num_groups} must divide '
+                f'{name}: num_groups={num_groups} must divide '
                 f'num_features={num_features}')
-        if not eps > 0:
-            raise ValueError(f'{type(self).__name__}: eps={eps} must be '
-                             'positive (it keeps 1 / sqrt(var + eps) finite)')
-        if momentum is not None and not 0.0 <= momentum <= 1.0:
-            raise ValueError(
-                f'{type(self).__name__}: momentum={momentum} must lie in '
-                '[0, 1] (or be None for the cumulative average)')
+        if not (isinstance(eps, numbers.Real) and math.isfinite(eps)
+                and eps > 0):
+            raise ValueError(f'{name}: eps={eps!r} must be a positive '
+                             'finite number (it keeps 1 / sqrt(var + eps) '
+                             'finite and the output normalized)')
         if update_rate is not None and not estimate:
             raise ValueError(
-                f'{type(self).__name__}: update_rate={update_rate} is '
+                f'{name}: update_rate={update_rate} is '
                 'Algorithm 1\'s rate and applies only with estimate=True; '
                 'large-batch mode uses momentum')
         self.num_features = num_features
         self.num_groups = num_groups
-        self.eps = eps
+        self.eps = float(eps)
+        # The rates as one-element tensors as well (plain attributes, on
+        # the CPU, not in the state dict): torch.compile takes a tensor
+        # attribute as a graph input, so a rate that changes every
+        # iteration does not recompile the graph.
+        self._momentum_tensor = torch.zeros((), dtype=torch.float64)
+        self._update_rate_tensor = torch.zeros((), dtype=torch.float64)
         self.momentum = momentum
         self.estimate = estimate
         self.sync_estimates = sync_estimates
@@ -125,12 +144,33 @@ class BatchChannelNorm(nn.Module):
 
     @update_rate.setter
     def update_rate(self, rate: Optional[float]) -> None:
+        self._update_rate = self._check_rate('update_rate', rate)
+        # What forward reads (a value compiled graphs would guard on):
+        # whether a rate is set; the rate itself is the tensor.
+        self._rate_set = rate is not None
         if rate is not None:
-            rate = float(rate)
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f'{type(self).__name__}: update_rate={rate} '
-                                 'must lie in [0, 1]')
-        self._update_rate = rate
+            self._update_rate_tensor.fill_(self._update_rate)
+
+    @property
+    def momentum(self) -> Optional[float]:
+        """Running-average factor of the batch statistics; settable."""
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, momentum: Optional[float]) -> None:
+        self._momentum = self._check_rate(
+            'momentum', momentum, ' (or be None for the cumulative average)')
+        if momentum is not None:
+            self._momentum_tensor.fill_(self._momentum)
+
+    def _check_rate(self, key: str, rate, alternative: str = ''):
+        if rate is None:
+            return None
+        if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or \
+                not 0.0 <= rate <= 1.0:
+            raise ValueError(f'{type(self).__name__}: {key}={rate!r} must '
+                             f'lie in [0, 1]{alternative}')
+        return float(rate)
 
     def __prepare_scriptable__(self):
         raise RuntimeError(
@@ -161,7 +201,10 @@ class BatchChannelNorm(nn.Module):
                 f'{type(self).__name__}: expected input of shape (N, '
                 f'{self.num_features}, *), got {tuple(x.shape)}')
         mode = self.mode
-        rate = self.update_rate if self.estimate else self.momentum
+        if self.estimate:
+            rate = self._update_rate_tensor
+        else:
+            rate = None if self._momentum is None else self._momentum_tensor
         # The module's dicts rather than attribute access: this runs on
         # every call, and on small maps the Python around the kernel counts.
         params, buffers = self._parameters, self._buffers
@@ -179,7 +222,7 @@ class BatchChannelNorm(nn.Module):
                 if mode == ESTIMATE:
                     mode = FIXED
                 else:
-                    rate = 0.0
+                    rate = torch.zeros((), dtype=torch.float64)
                     buffers = tuple(b.clone() for b in buffers)
             elif self._synchronized and not self._layer_checked:
                 check_same_layer(self._layer_id, self.num_features,
@@ -193,7 +236,7 @@ class BatchChannelNorm(nn.Module):
 
     def _check_training_input(self, x: Tensor) -> None:
         if self.estimate:
-            if self.update_rate is None:
+            if not self._rate_set:
                 raise RuntimeError(
                     f'{type(self).__name__}(estimate=True) is training but '
                     'its update_rate was never set: add '
