@@ -21,7 +21,6 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from .call import BATCH, ESTIMATE, FIXED, BCNCall
 from .distributed import all_reduce_means
@@ -274,7 +273,7 @@ def _backward(dy: Tensor, x: Tensor, saved, groups: int, mode: int,
 
 class TritonBCN(torch.autograd.Function):
     """Autograd of the Triton forward: x and the O(N*C) statistics saved,
-    gradients by :func:`_backward`; no second derivative."""
+    gradients by :func:`_backward`; a second derivative is refused."""
 
     @staticmethod
     def forward(ctx, x, call, rate, cumulative, *params):
@@ -287,8 +286,16 @@ class TritonBCN(torch.autograd.Function):
         return y, new_mean, new_var
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy, *_):
+        if torch.is_grad_enabled():
+            # create_graph=True: kernels' gradients have no graph, and a
+            # second derivative through them would be silently wrong.
+            raise RuntimeError(
+                "BCN backend 'triton' has no second derivative (a gradient "
+                'of the gradient, create_graph=True): run BCN on the '
+                "'python' backend for it (MMBCN_BACKEND=python or "
+                "mmbcn.ops.set_backend('python')), whose backward pass is "
+                'differentiable')
         (x, ) = ctx.saved_tensors
         dx, *grads = _backward(dy, x, ctx.saved, ctx.groups, ctx.mode,
                                ctx.needs_input_grad[0])

@@ -486,7 +486,8 @@ std::tuple<Tensor, Tensor> bcn_cpu_forward(
     const Tensor& x, const Tensor& batch_weight, const Tensor& batch_bias,
     const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
     const Tensor& running_var, const Tensor& num_batches_tracked,
-    int64_t groups, double eps, int64_t mode, std::optional<double> rate) {
+    int64_t groups, double eps, int64_t mode,
+    const std::optional<Tensor>& rate) {
   check_inputs(x, batch_weight, batch_bias, weight, bias, running_mean,
                running_var, groups, mode);
   TORCH_CHECK(num_batches_tracked.scalar_type() == at::kLong &&
@@ -494,11 +495,17 @@ std::tuple<Tensor, Tensor> bcn_cpu_forward(
               "bcn_cpu: num_batches_tracked must be one int64");
   // The weight of this batch in the running averages' update: `rate`, or
   // 1 / num_batches_tracked for the cumulative average (rate none).
-  double update_rate = rate.value_or(0.0);
+  // A 0-dim tensor rather than a float, so that a rate that changes every
+  // iteration (Algorithm 1's r follows the learning rate) is a graph input
+  // under torch.compile, not a constant recompiled for.
+  const bool has_rate = rate.has_value() && rate->defined();
+  TORCH_CHECK(!has_rate || (rate->numel() == 1 && rate->device().is_cpu()),
+              "bcn_cpu: rate must be one number on the CPU");
+  double update_rate = has_rate ? rate->item<double>() : 0.0;
   if (mode == kBatch) {
     int64_t* tracked = num_batches_tracked.data_ptr<int64_t>();
     *tracked += 1;
-    if (!rate.has_value()) update_rate = 1.0 / *tracked;
+    if (!has_rate) update_rate = 1.0 / *tracked;
   }
   Tensor stats, y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_cpu_forward", [&] {
@@ -522,22 +529,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> bcn_cpu_backward(
   return grads;
 }
 
-// The gradients as values whose own backward raises (create_graph=True
-// works until something differentiates them), as Python's
-// @once_differentiable does.
-torch::autograd::variable_list once_differentiable(
-    const torch::autograd::variable_list& grads) {
-  torch::autograd::variable_list inputs;
-  for (const Tensor& g : grads) {
-    inputs.push_back(g.defined() ? g.detach().requires_grad_(true) : g);
-  }
-  auto error = std::make_shared<torch::autograd::DelayedError>(
-      "BCN has no second derivative: its backward pass is computed by hand "
-      "(every backend)",
-      static_cast<int64_t>(inputs.size()));
-  return (*error)(std::move(inputs));
-}
-
 // Autograd of bcn_cpu_forward, in C++ so that a training step pays no
 // Python between the dispatcher and the kernels. Both operators are
 // called through the dispatcher below autograd, so tracers and
@@ -549,7 +540,8 @@ class BCNCpuFunction : public torch::autograd::Function<BCNCpuFunction> {
       const Tensor& batch_weight, const Tensor& batch_bias,
       const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
       const Tensor& running_var, const Tensor& num_batches_tracked,
-      int64_t groups, double eps, int64_t mode, std::optional<double> rate) {
+      int64_t groups, double eps, int64_t mode,
+    const std::optional<Tensor>& rate) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("mmbcn::bcn_cpu_forward", "")
                          .typed<decltype(bcn_cpu_forward)>();
@@ -592,7 +584,15 @@ class BCNCpuFunction : public torch::autograd::Function<BCNCpuFunction> {
           mask);
       grads = {dx, d_bw, d_bb, d_w, d_b};
     }
-    if (at::GradMode::is_enabled()) grads = once_differentiable(grads);
+    // create_graph=True: these gradients are not differentiable, and
+    // values without a graph would make a second derivative silently
+    // wrong (a gradient penalty would miss BCN's part).
+    TORCH_CHECK(!at::GradMode::is_enabled(),
+                "BCN backend 'cpu' has no second derivative (a gradient of "
+                "the gradient, create_graph=True): run BCN on the 'python' "
+                "backend for it (MMBCN_BACKEND=python or "
+                "mmbcn.ops.set_backend('python')), whose backward pass is "
+                "differentiable");
     // No gradients for the buffers and the non-tensor arguments.
     grads.resize(12);
     return grads;
@@ -603,7 +603,8 @@ std::tuple<Tensor, Tensor> bcn_cpu_forward_autograd(
     const Tensor& x, const Tensor& batch_weight, const Tensor& batch_bias,
     const Tensor& weight, const Tensor& bias, const Tensor& running_mean,
     const Tensor& running_var, const Tensor& num_batches_tracked,
-    int64_t groups, double eps, int64_t mode, std::optional<double> rate) {
+    int64_t groups, double eps, int64_t mode,
+    const std::optional<Tensor>& rate) {
   auto out = BCNCpuFunction::apply(x, batch_weight, batch_bias, weight, bias,
                                    running_mean, running_var,
                                    num_batches_tracked, groups, eps, mode,
@@ -618,7 +619,7 @@ TORCH_LIBRARY(mmbcn, m) {
       "bcn_cpu_forward(Tensor x, Tensor batch_weight, Tensor batch_bias, "
       "Tensor weight, Tensor bias, Tensor(a!) running_mean, "
       "Tensor(b!) running_var, Tensor(c!) num_batches_tracked, int groups, "
-      "float eps, int stats_mode, float? rate) -> (Tensor y, Tensor stats)");
+      "float eps, int stats_mode, Tensor? rate) -> (Tensor y, Tensor stats)");
   m.def(
       "bcn_cpu_backward(Tensor dy, Tensor x, Tensor stats, int groups, "
       "int stats_mode, bool[5] output_mask) -> (Tensor, Tensor, Tensor, "
