@@ -324,12 +324,37 @@ def test_sync_bcn_refuses_unsynchronized_estimates():
 @pytest.mark.parametrize('kwargs,match', [
     (dict(momentum=-0.1), r'momentum=-0.1 must lie in \[0, 1\]'),
     (dict(momentum=1.5), r'momentum=1.5 must lie in \[0, 1\]'),
-    (dict(eps=0.0), 'eps=0.0 must be positive'),
-    (dict(eps=-1e-5), 'eps=-1e-05 must be positive'),
+    (dict(momentum=float('nan')), r'momentum=nan must lie in \[0, 1\]'),
+    (dict(eps=0.0), 'eps=0.0 must be a positive finite number'),
+    (dict(eps=-1e-5), 'eps=-1e-05 must be a positive finite number'),
+    (dict(eps=float('inf')), 'eps=inf must be a positive finite number'),
+    (dict(eps=float('nan')), 'eps=nan must be a positive finite number'),
 ])
 def test_bad_momentum_and_eps_are_refused_at_build_time(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BatchChannelNorm(8, 4, **kwargs)
+
+
+@pytest.mark.parametrize('args,kwargs,match', [
+    ((8, 2.0), {}, 'num_groups=2.0 must be a whole number'),
+    ((8.0, 2), {}, 'num_features=8.0 must be a whole number'),
+    ((8, 2), dict(estimate='False'), "estimate='False' must be True or "
+     'False'),
+    ((8, 2), dict(sync_estimates=1), 'sync_estimates=1 must be True or '
+     'False'),
+])
+def test_mistyped_arguments_are_refused_by_name(args, kwargs, match):
+    """A truthy string does not switch estimate mode on; a float group
+    count is not passed on to tensor constructors."""
+    with pytest.raises(TypeError, match=match):
+        BatchChannelNorm(*args, **kwargs)
+
+
+@pytest.mark.parametrize('rate', [float('nan'), float('inf'), -0.1, 1.5])
+def test_update_rate_outside_0_1_is_refused(rate):
+    layer = BatchChannelNorm(8, 4, estimate=True)
+    with pytest.raises(ValueError, match='update_rate=.* must lie in'):
+        layer.update_rate = rate
 
 
 @pytest.mark.parametrize('train', [True, False])
