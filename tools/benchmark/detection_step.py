@@ -5,8 +5,8 @@ same run.
 
     python tools/benchmark/detection_step.py [--config CONFIG]
         [--img-size H W] [--depth 50] [--repeat 3] [--warmup 1]
-        [--threads N] [--device cpu|cuda] [--no-memory] [--skip-train]
-        [--cfg-options k=v ...] [--out-dir DIR]
+        [--threads N] [--device cpu|cuda] [--compile] [--no-memory]
+        [--skip-train] [--cfg-options k=v ...] [--out-dir DIR]
 
 Models, all from one config (default
 ``configs/mask_rcnn/mask-rcnn_r50_fpn_bcn-ws-all_2x_coco.py``: BCN+WS in
@@ -17,7 +17,13 @@ backbone, neck, 4conv1fc box head and mask head):
 * ``GN+WS``: every BCN config replaced by ``GN`` (same groups);
 * ``GN``: GN and plain convolutions (``conv_cfg=None``);
 * ``BCN+WS folded``: the BCN+WS model in eval mode after
-  ``mmbcn.deploy.fold_bcn``.
+  ``mmbcn.deploy.fold_bcn``;
+* with ``--compile``, ``BCN+WS compiled`` and ``GN+WS compiled``: copies
+  whose backbone, neck and RoI heads run under ``torch.compile``
+  (inductor; the rest of the detector's Python, proposal sampling and
+  losses stays eager, as a compiled detector mostly does), timed beside
+  the eager models after their first, compiling iterations (whose time
+  is reported).
 
 One synthetic image per iteration (``mmdet.testing.demo_mm_inputs``, with
 boxes and masks), no pretrained weights. Measured:
@@ -42,6 +48,7 @@ import copy
 import json
 import os.path as osp
 import sys
+import time
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
@@ -105,6 +112,20 @@ def build(model_cfg: dict, scope: str, device: torch.device,
     for m in model.modules():
         if isinstance(m, BatchChannelNorm) and m.estimate:
             m.update_rate = update_rate
+    return model
+
+
+COMPILED_PARTS = ('backbone', 'neck', 'rpn_head', 'roi_head')
+
+
+def compiled_copy(model):
+    """A copy of ``model`` whose :data:`COMPILED_PARTS` run under
+    ``torch.compile`` (``nn.Module.compile``: in place, same state)."""
+    model = copy.deepcopy(model)
+    for name in COMPILED_PARTS:
+        part = getattr(model, name, None)
+        if part is not None:
+            part.compile()
     return model
 
 
@@ -201,6 +222,9 @@ def parse_args(argv=None):
                         help='Algorithm 1 rate of the BCN layers')
     parser.add_argument('--threads', type=int)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--compile', action='store_true',
+                        help='also time BCN+WS and GN+WS under '
+                        'torch.compile')
     parser.add_argument('--skip-train', action='store_true',
                         help='measure inference only')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -233,11 +257,34 @@ def main(argv=None) -> dict:
     if not args.skip_train:
         train = {name: train_step_fn(models[name], packed, args.lr)
                  for name in ('BCN+WS', 'GN+WS')}
+        if args.compile:
+            results['compile_first_iterations_s'] = {}
+            for name in ('BCN+WS', 'GN+WS'):
+                step = train_step_fn(compiled_copy(models[name]), packed,
+                                     args.lr)
+                first = []
+                for _ in range(3):  # compiles, then recompiles once for
+                    start = time.perf_counter()  # dynamic shapes
+                    step()
+                    first.append(time.perf_counter() - start)
+                results['compile_first_iterations_s'][name] = first
+                train[name + ' compiled'] = step
+            print('first compiled iterations (s): '
+                  f'{results["compile_first_iterations_s"]}', flush=True)
         times = interleaved(train, device, args.repeat, 0.0, args.warmup)
         results['train_rounds_s'] = times
         results['train_s'] = median_seconds(times)
         results['train_ratio'] = paired_ratio(times['BCN+WS'],
                                               times['GN+WS'])
+        if args.compile:
+            results['compiled_train_ratio'] = {
+                'BCN+WS / GN+WS, both compiled': paired_ratio(
+                    times['BCN+WS compiled'], times['GN+WS compiled']),
+                'BCN+WS compiled / eager': paired_ratio(
+                    times['BCN+WS compiled'], times['BCN+WS']),
+                'GN+WS compiled / eager': paired_ratio(
+                    times['GN+WS compiled'], times['GN+WS']),
+            }
         print(f'train iteration: {results["train_s"]}', flush=True)
 
         results['saved_mib'] = {
@@ -294,6 +341,22 @@ def main(argv=None) -> dict:
             ['autograd saved in forward (MiB)',
              fmt(r['saved_mib']['BCN+WS'], 0),
              fmt(r['saved_mib']['GN+WS'], 0), fmt(r['saved_ratio']), '-'],
+        ]
+    if 'compiled_train_ratio' in r:
+        ratios = r['compiled_train_ratio']
+        rows += [
+            ['training iteration (s), compiled',
+             fmt(r['train_s']['BCN+WS compiled'], 3),
+             fmt(r['train_s']['GN+WS compiled'], 3),
+             fmt(ratios['BCN+WS / GN+WS, both compiled']), '<= 1.1'],
+            ['training iteration, compiled / eager', '', '',
+             f"{fmt(ratios['BCN+WS compiled / eager'])} / "
+             f"{fmt(ratios['GN+WS compiled / eager'])}", '-'],
+            ['first three compiled iterations (s)',
+             ', '.join(fmt(t, 1) for t in
+                       r['compile_first_iterations_s']['BCN+WS']),
+             ', '.join(fmt(t, 1) for t in
+                       r['compile_first_iterations_s']['GN+WS']), '', '-'],
         ]
     if 'peak_mib' in r:
         rows.append(['training-step peak memory (MiB)',

@@ -4,8 +4,8 @@ run.
 
     python tools/benchmark/layer_speed.py [--batch 1 16] [--image-size 224 [W]]
         [--stages 1 2 3 4] [--dtype float32 [bfloat16 ...]] [--repeat 7]
-        [--min-time 0.05] [--threads N] [--device cpu|cuda] [--no-memory]
-        [--out-dir DIR]
+        [--min-time 0.05] [--threads N] [--device cpu|cuda] [--compile]
+        [--no-memory] [--out-dir DIR]
 
 Needs torch alone (and Triton for its backend): it runs on a GPU machine
 without OpenMMLab. For the output shapes of ResNet-50's four stages
@@ -21,7 +21,11 @@ size and each ``--dtype``, in training mode:
   the native CPU kernel; ``triton``);
 * ``composed`` / ``composed-est``: BCN composed as the paper writes it
   (Eq. 16): BatchNorm2d (or the batch step with Algorithm 1's estimates),
-  then group normalization and the per-group affine.
+  then group normalization and the per-group affine;
+* with ``--compile``, ``GN+compile``, ``BCN+compile`` and
+  ``BCN-est+compile``: the same layers under ``torch.compile`` (inductor),
+  after a warm-up that compiles them; the summary gives compiled BCN
+  against compiled GN as well as against eager GN.
 
 Columns: forward (training mode, graph recorded), forward+backward
 (gradients of input and parameters), inference (eval mode, no graph), in
@@ -142,6 +146,12 @@ for _name, _short in SHORT.items():
         c, GROUPS, estimate=True, update_rate=UPDATE_RATE, backend=b))
 
 
+COMPILED = '+compile'
+for _name in ('GN', 'BCN', 'BCN-est'):
+    VARIANTS[_name + COMPILED] = (
+        lambda c, make=VARIANTS[_name]: torch.compile(make(c)))
+
+
 def default_variants(device: torch.device) -> List[str]:
     """GN, BN, BCN as ``auto`` runs it, BCN on each backend that serves
     ``device`` here, and the paper's composition."""
@@ -162,7 +172,8 @@ def _probe(device: torch.device):
     one = torch.ones(GROUPS, device=device)
     return BCNCall(x, one * 0, one, torch.zeros((), dtype=torch.long,
                                                 device=device), one,
-                   one * 0, one, one * 0, GROUPS, 'batch', 0.1, 1e-5)
+                   one * 0, one, one * 0, GROUPS, 'batch',
+                   torch.tensor(0.1, dtype=torch.float64), 1e-5)
 
 
 BASELINE = 'GN'
@@ -274,6 +285,8 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int,
                         help='torch.set_num_threads (default: torch\'s)')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--compile', action='store_true',
+                        help='add GN, BCN and BCN-est under torch.compile')
     add_output_options(parser)
     return parser.parse_args(argv)
 
@@ -287,6 +300,9 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     variants = args.variants or default_variants(device)
+    if args.compile:
+        variants += [v + COMPILED for v in ('GN', 'BCN', 'BCN-est')
+                     if v + COMPILED not in variants]
     variants = [BASELINE] + [v for v in variants if v != BASELINE]
     shapes = []
     for n in args.batch:
@@ -307,7 +323,8 @@ def main(argv=None) -> dict:
 
     peaks = {}
     if not args.no_memory and dtypes == [torch.float32]:
-        cases = [(v, list(s)) for s in shapes for v in variants]
+        cases = [(v, list(s)) for s in shapes for v in variants
+                 if not v.endswith(COMPILED)]
         if device.type == 'cpu':
             peaks = peaks_in_subprocess(cases, torch.get_num_threads())
         else:
@@ -337,6 +354,12 @@ def main(argv=None) -> dict:
                     ratios)
                 summary[f'{v} {dtype} fwd+bwd / GN, median shape'] = \
                     statistics.median(ratios)
+                if v.endswith(COMPILED):
+                    compiled = compiled_ratios(results, v, dtype)
+                    summary[f'{v} {dtype} fwd+bwd / GN{COMPILED}, worst '
+                            'shape'] = max(compiled)
+                    summary[f'{v} {dtype} fwd+bwd / GN{COMPILED}, median '
+                            'shape'] = statistics.median(compiled)
     data = dict(environment=env, results=results, summary=summary,
                 target='BCN forward+backward <= 1.1x nn.GroupNorm (GPU), '
                 'no regression on CPU')
@@ -367,6 +390,18 @@ def main(argv=None) -> dict:
     return data
 
 
+def compiled_ratios(results: List[dict], variant: str,
+                    dtype: str) -> List[float]:
+    """Per shape, ``variant``'s forward+backward time over compiled GN's
+    (both ratios to eager GN from the same rounds)."""
+    def ratios(name):
+        return {tuple(r['shape']): r['fwd_bwd_ratio'] for r in results
+                if r['variant'] == name and r['dtype'] == dtype}
+    base = ratios('GN' + COMPILED)
+    return [ratio / base[shape]
+            for shape, ratio in ratios(variant).items() if shape in base]
+
+
 def measure_shape(variants: Sequence[str], shape: Sequence[int],
                   device: torch.device, dtype: torch.dtype, args,
                   peaks: dict, copy_rate: float) -> List[dict]:
@@ -387,14 +422,16 @@ def measure_shape(variants: Sequence[str], shape: Sequence[int],
                                               times[(BASELINE, op)])
         row['fwd_bwd_gb_s'] = traffic / row['fwd_bwd_ms'] / 1e6
         row['fwd_bwd_of_copy'] = row['fwd_bwd_gb_s'] / copy_rate
-        row['saved_mib'] = saved_for_backward(v, shape, device,
-                                              dtype) / 2**20
+        # compiled graphs keep what their own partition chooses
+        row['saved_mib'] = None if v.endswith(COMPILED) else \
+            saved_for_backward(v, shape, device, dtype) / 2**20
         peak = peaks.get((v, tuple(shape)))
         row['peak_mib'] = None if peak is None else peak / 2**20
         rows.append(row)
     base = rows[0]
     for r in rows:
-        r['saved_ratio'] = r['saved_mib'] / base['saved_mib']
+        r['saved_ratio'] = (None if r['saved_mib'] is None else
+                            r['saved_mib'] / base['saved_mib'])
         r['peak_ratio'] = (None if r['peak_mib'] is None
                            or not base['peak_mib'] else
                            r['peak_mib'] / base['peak_mib'])
