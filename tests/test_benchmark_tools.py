@@ -46,6 +46,21 @@ def test_layer_speed_smoke(tmp_path):
                 data['summary'])
 
 
+def test_layer_speed_compile_rows(tmp_path):
+    """``--compile``: GN, BCN and BCN-est under torch.compile beside the
+    eager layers, and compiled BCN against compiled GN in the summary."""
+    tool = load('layer_speed')
+    data = tool.main(['--batch', '1', '--stages', '4', '--image-size', '64',
+                      '--repeat', '1', '--min-time', '0', '--no-memory',
+                      '--variants', 'GN', '--compile',
+                      '--out-dir', str(tmp_path)])
+    rows = {r['variant'] for r in data['results']}
+    assert rows == {'GN', 'GN+compile', 'BCN+compile', 'BCN-est+compile'}
+    assert {'BCN+compile float32 fwd+bwd / GN+compile, worst shape',
+            'BCN-est+compile float32 fwd+bwd / GN+compile, median shape'
+            } <= set(data['summary'])
+
+
 @pytest.mark.parametrize('estimate', [False, True])
 def test_composed_baseline_is_bcn(estimate):
     """The benchmark's composition (Eq. 16) computes BCN (so the
