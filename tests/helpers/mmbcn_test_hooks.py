@@ -37,3 +37,17 @@ class DumpBCNStatisticsHook(Hook):
         }
         torch.save(stats, osp.join(runner.work_dir,
                                    f'bcn_rank{runner.rank}.pt'))
+
+
+@HOOKS.register_module()
+class KeepInitialStateHook(Hook):
+    """Keep a copy of the model's state before the first iteration on the
+    runner (``runner.initial_state``), so that tests can compare the
+    updates training made."""
+
+    def before_train(self, runner):
+        model = runner.model.module if is_model_wrapper(
+            runner.model) else runner.model
+        runner.initial_state = {
+            k: v.detach().clone() for k, v in model.state_dict().items()
+        }
