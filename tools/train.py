@@ -131,14 +131,15 @@ def main(argv=None):
     cfg = build_config(args)
     check_train_cfg(cfg)
     with contextlib.ExitStack() as stack:
-        if is_first_process(args.launcher):
-            # before anything is written: a second run into this work
-            # directory stops here
-            stack.enter_context(work_dir_lock(cfg.work_dir))
         prepare_cpu_distributed(cfg, args.launcher)
         prepare_and_check_data(cfg, ['train_dataloader', 'val_dataloader'])
         if not cfg.get('resume'):
             check_checkpoint_paths(cfg)
+        if is_first_process(args.launcher):
+            # after the checks (a refused run leaves no work directory),
+            # before anything is written into it: a second run into this
+            # work directory stops here
+            stack.enter_context(work_dir_lock(cfg.work_dir))
         runner = (Runner.from_cfg(cfg)
                   if 'runner_type' not in cfg else RUNNERS.build(cfg))
         runner.train()

@@ -12,8 +12,6 @@ from typing import Iterable
 from mmengine.logging import print_log
 from mmengine.registry import DATASETS, DefaultScope
 
-from mmbcn.datasets.coco_checks import (coco_structure_problem,
-                                        dropped_annotations, dropped_message)
 from mmbcn.utils.config_tree import child_path, walk_dicts
 
 
@@ -148,6 +146,10 @@ def _check_coco_file(where: str, cls, ds, path: str) -> None:
             or getattr(cls, 'reports_dropped_annotations', False)
             or not osp.isfile(path)):
         return
+    # here, not at the top: ``import mmbcn`` loads no dataset module
+    from mmbcn.datasets.coco_checks import (coco_structure_problem,
+                                            dropped_annotations,
+                                            dropped_message)
     try:
         with open(path, encoding='utf-8') as f:
             content = json.load(f)
