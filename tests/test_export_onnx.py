@@ -23,7 +23,8 @@ SEG = osp.join(REPO, 'configs', 'deeplabv3',
 def random_checkpoint(config, path):
     """The config's model, initialised, with random BCN statistics and
     affines (so folding changes every convolution), saved as mmengine
-    does (``{'state_dict': ...}``)."""
+    does (``{'state_dict': ...}``). Seeded: the same weights every run."""
+    torch.manual_seed(0)
     model = build_model(Config.fromfile(config))
     model.init_weights()
     gen = torch.Generator().manual_seed(0)

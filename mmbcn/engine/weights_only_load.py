@@ -47,7 +47,7 @@ def load_weights_only(source: Union[str, bytes, io.IOBase],
         source = io.BytesIO(source)
     name = name or '<checkpoint>'
     _check_environment()
-    not_torch = _not_a_torch_file(source)
+    not_torch = not_a_torch_file(source)
     if not_torch:
         raise CheckpointLoadError(
             f'{name}: not a PyTorch checkpoint: {not_torch}')
@@ -90,7 +90,7 @@ def _head(source, size: int = 512) -> bytes:
     return b''
 
 
-def _not_a_torch_file(source) -> str:
+def not_a_torch_file(source) -> str:
     """Why ``source`` cannot be a file of ``torch.save`` (a zip archive,
     a pickle or a tar archive for the legacy formats), or '' if it may be
     one: an empty file, a web page (an error or login page saved in place

@@ -51,6 +51,7 @@ from mmseg.registry import MODELS
 from torch import Tensor
 
 from ..engine.checkpoint_hook import strip_module_prefix
+from ..engine.weights_only_load import not_a_torch_file
 from ..utils import atomic_save, check_outputs, scoped_build
 from ..version import __version__
 from . import decode_heads  # noqa: F401  (registers BCNASPPHead)
@@ -182,6 +183,10 @@ def load_official_state(path: str) -> Dict[str, Tensor]:
     containers is unpickled."""
     if not os.path.isfile(path):
         raise OfficialCheckpointError(f'{path}: no such file')
+    not_torch = not_a_torch_file(path)
+    if not_torch:  # not torch.save's bytes: unreadable, not unsafe
+        raise OfficialCheckpointError(
+            f'{path}: not a readable PyTorch checkpoint: {not_torch}')
     try:
         obj = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
