@@ -151,7 +151,9 @@ def coefficients_vjp(grad_a: Tensor, grad_b: Tensor, mean: Tensor,
     r"""The vector-Jacobian product of :func:`bcn_coefficients`: given
     ``grad_a``, ``grad_b`` (N, C), the gradients with respect to ``mean``,
     ``var`` (N, C), ``batch_mean``, ``batch_var``, ``batch_weight``,
-    ``batch_bias`` (C) and ``weight``, ``bias`` (G), in that order.
+    ``batch_bias`` (C) and ``weight``, ``bias`` (G), in that order, then
+    the forward's ``A`` (N, C), which the input's gradient needs and the
+    product computes on the way.
 
     The chain rule through the forward's steps, last step first, in
     differentiable operations (so that it can itself be differentiated):
@@ -197,8 +199,9 @@ def coefficients_vjp(grad_a: Tensor, grad_b: Tensor, mean: Tensor,
     d_batch_mean = -d_b * a.reshape(c)
     d_batch_weight = d_a * inv_b
     d_batch_var = d_a * batch_weight * -0.5 * inv_b.pow(3)
+    coef_a = (scale * a).reshape(n, c)
     return (d_mean, d_var, d_batch_mean, d_batch_var, d_batch_weight, d_b,
-            d_weight, d_bias)
+            d_weight, d_bias, coef_a)
 
 
 def _expand(t: Tensor, x: Tensor) -> Tensor:

@@ -226,11 +226,8 @@ def _backward(ctx, dy, d_mean, d_var, d_batch_mean, d_batch_var, *_):
     dtype = mean.dtype
     if x.dtype != dtype:
         x, dy = x.to(dtype), dy.to(dtype)
-    coef_a, _ = bcn_coefficients(mean, var, batch_mean, batch_var,
-                                 batch_weight, batch_bias, weight, bias,
-                                 ctx.num_groups, ctx.eps)
     grad_a, grad_b = row_sums(dy, x, generic=differentiable)
-    (dm, dv, dbm, dbv, d_bw, d_bb, d_w, d_b) = coefficients_vjp(
+    (dm, dv, dbm, dbv, d_bw, d_bb, d_w, d_b, coef_a) = coefficients_vjp(
         grad_a, grad_b, mean, var, batch_mean, batch_var, batch_weight,
         batch_bias, weight, ctx.num_groups, ctx.eps)
     dm, dv = dm + d_mean, dv + d_var
