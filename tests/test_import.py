@@ -71,7 +71,14 @@ def test_mmbcn_datasets_loads_one_codebase_per_name():
     assert out == dict(light=[], coco=['mmdet'])
 
 
-# slow: four fresh interpreters, each importing mmdet or mmseg
+def test_every_name_of_mmbcn_datasets_resolves():
+    import mmbcn.datasets
+    for name in mmbcn.datasets.__all__:
+        value = getattr(mmbcn.datasets, name)
+        assert value.__name__ == name, name
+
+
+# slow: fresh interpreters, each importing mmdet or mmseg
 @pytest.mark.slow
 @pytest.mark.parametrize('module, registry, names', [
     ('mmbcn.datasets.coco_demo', 'mmdet.registry.DATASETS',
@@ -80,6 +87,8 @@ def test_mmbcn_datasets_loads_one_codebase_per_name():
      ['VOCShapesDataset']),
     ('mmbcn.datasets.voc_demo', 'mmseg.registry.TRANSFORMS',
      ['CheckSegMapSize']),
+    ('mmbcn.datasets.shapes_cls', 'mmengine.registry.DATASETS',
+     ['ShapesClsDataset']),
     ('mmbcn.models', 'mmseg.registry.MODELS', ['BCNASPPHead']),
 ])
 def test_config_modules_register_their_names(module, registry, names):

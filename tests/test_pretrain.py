@@ -197,6 +197,22 @@ def test_gn_ws_detector_loads_its_pretrained_backbone(cls_root, tmp_path):
         assert torch.equal(loaded[key], value), key
 
 
+def test_missing_pretrained_backbone_names_the_config_that_writes_it(
+        monkeypatch):
+    from mmbcn.engine.tool_setup import check_checkpoint_paths
+    monkeypatch.chdir(REPO)
+    cfg = Config.fromfile(DETECTOR['bcn'])
+    cfg.model.backbone.init_cfg.checkpoint = (
+        'work_dirs/resnet18_bcn-ws_1xb32_shapes-cls/iter_9999.pth')
+    with pytest.raises(FileNotFoundError) as error:
+        check_checkpoint_paths(cfg)
+    message = str(error.value)
+    assert 'model.backbone.init_cfg.checkpoint' in message
+    assert ('tools/train.py configs/pretrain/resnet18_bcn-ws_1xb32_'
+            'shapes-cls.py') in message
+    assert 'official_bcn' not in message
+
+
 # ----------------------------------------------------------------- cache
 def test_changed_pretraining_is_not_reused(cls_root, tmp_path):
     demo = load_tool('demo')

@@ -158,6 +158,29 @@ def test_warmup_is_a_cumulative_average_then_the_paper_rate(tmp_path):
     assert torch.allclose(seen['estimate'], seen['batch_mean'], atol=1e-6)
 
 
+@pytest.mark.slow
+def test_warmup_leaves_loaded_estimates_to_the_paper_rate(tmp_path):
+    """Estimates loaded before training (a pretrained backbone) are data:
+    the warm-up's r = 1 at t = 1 would replace them with one micro-batch's
+    statistics, so only layers still at (0, 1) get the warm-up."""
+    recorder = Recorder()
+    runner = make_runner(tmp_path, [
+        dict(type='BCNUpdateRateHook', warmup_iters=4), recorder
+    ])
+    pretrained = runner.model.norm
+    pretrained.running_mean.fill_(0.5)
+    pretrained.running_var.fill_(2.0)
+    pretrained.num_batches_tracked.fill_(1000)
+    runner.train()
+    loaded = [r for r, _, _ in recorder.seen]
+    fresh = [r for _, r, _ in recorder.seen]
+    lrs = [lr[0] for _, _, lr in recorder.seen]
+    assert loaded == pytest.approx(lrs)  # the paper's rate throughout
+    assert fresh[:4] == pytest.approx([1.0, 1 / 2, 1 / 3, 1 / 4])
+    # r = lr <= 0.1 for 6 steps: the estimates moved, but not to one batch
+    assert (pretrained.running_var > 1.2).all()
+
+
 @pytest.mark.parametrize('multiplier', [float('nan'), float('inf'), -0.5])
 def test_multiplier_that_is_not_a_rate_is_refused(multiplier):
     from mmbcn.engine import BCNUpdateRateHook

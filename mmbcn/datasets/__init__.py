@@ -5,7 +5,12 @@
   ``ShapesCocoDataset`` in mmdet's ``DATASETS``;
 * :mod:`mmbcn.datasets.voc_demo` (imports mmseg) registers
   ``VOCShapesDataset`` in mmseg's ``DATASETS`` and the ``CheckSegMapSize``
-  transform in its ``TRANSFORMS``.
+  transform in its ``TRANSFORMS``;
+* :mod:`mmbcn.datasets.shapes_cls` (imports mmdet, whose scenes it draws)
+  registers
+  ``ShapesClsDataset`` (the classification set that pretrains the demo
+  backbones) and ``PackClsInputs`` in mmengine's root ``DATASETS`` and
+  ``TRANSFORMS``, which every codebase's registries fall back to.
 
 ``import mmbcn`` imports neither: a config that uses these names imports
 the module in ``custom_imports``, e.g.
@@ -23,6 +28,9 @@ _MODULE_OF = {
     'VOCShapesDataset': 'voc_demo',
     'generate_voc_shapes': 'voc_demo',
     'prepare_voc_shapes': 'voc_demo',
+    'ShapesClsDataset': 'shapes_cls',
+    'generate_shapes_cls': 'shapes_cls',
+    'PackClsInputs': 'pack_cls_inputs',
 }
 
 __all__ = list(_MODULE_OF)

@@ -178,6 +178,21 @@ def _init_cfgs(model):
                 yield child_path(where, 'init_cfg'), one
 
 
+def _how_to_get(path: str) -> str:
+    """Advice for a missing pretrained checkpoint: the config whose
+    training writes it (``work_dirs/<config name>/iter_N.pth``), else the
+    converter for the authors' ImageNet models."""
+    name = osp.basename(osp.dirname(path))
+    for folder in ('configs/pretrain', 'configs'):
+        config = osp.join(folder, f'{name}.py')
+        if name and osp.isfile(config):
+            return (f'It is written by training {config}: run tools/train.py '
+                    f'{config} (or tools/demo.py --pretrained, which trains '
+                    'and caches the demo backbones)')
+    return ("If it is one of the authors' ImageNet models, convert it with "
+            'tools/model_converters/official_bcn.py (README, "Model zoo")')
+
+
 def check_checkpoint_paths(cfg) -> None:
     """Local pretrained checkpoints (init_cfg) and ``load_from`` must exist
     before a run starts; the error says how to get or skip them."""
@@ -186,10 +201,9 @@ def check_checkpoint_paths(cfg) -> None:
         if (init.get('type') == 'Pretrained' and isinstance(path, str)
                 and '://' not in path and not osp.isfile(path)):
             raise FileNotFoundError(
-                f'{where}.checkpoint: {path!r} does not exist. Convert the '
-                "authors' ImageNet model with tools/model_converters/"
-                'official_bcn.py (README, "Model zoo"), or train from '
-                f'scratch with --cfg-options {where}=None')
+                f'{where}.checkpoint: {path!r} does not exist. '
+                f'{_how_to_get(path)}, or train from scratch with '
+                f'--cfg-options {where}=None')
     load_from = cfg.get('load_from')
     if (isinstance(load_from, str) and '://' not in load_from
             and not osp.isfile(load_from)):

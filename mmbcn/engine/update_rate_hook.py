@@ -4,7 +4,7 @@
 parameters"), optionally with a data-driven start of the estimates."""
 import math
 import numbers
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -48,7 +48,12 @@ class BCNUpdateRateHook(Hook):
     ``momentum=None``; the first batch's statistics replace the initial
     0 / 1 outright) until the paper's rate catches up; from t = T + 1 on,
     r = multiplier * lr. This is Algorithm 1 with a schedule of r; the
-    layer is unchanged. ``warmup_iters=0`` is the paper's behaviour.
+    layer is unchanged. ``warmup_iters=0`` is the paper's behaviour. The
+    warm-up acts only on layers whose estimates are still at their
+    initial state when training starts (``num_batches_tracked == 0``,
+    means 0, variances 1): estimates loaded from a pretrained backbone
+    (or a resumed run) are data already, and a rate of 1 would replace
+    them with one micro-batch's statistics.
 
     Args:
         multiplier (float): r = multiplier * lr, a finite number >= 0; 0
@@ -64,16 +69,21 @@ class BCNUpdateRateHook(Hook):
         self.multiplier = _check_multiplier(multiplier)
         self.warmup_iters = _check_warmup_iters(warmup_iters)
         self._layers: Optional[List[BatchChannelNorm]] = None
+        self._warm: Set[int] = set()
 
     def before_train(self, runner) -> None:
         self._layers = estimate_layers(runner.model)
         check_buffer_broadcast(runner.model, self._layers)
+        self._warm = ({id(m)
+                       for m in self._layers if at_initial_state(m)}
+                      if self.warmup_iters else set())
         if self._layers:
             runner.logger.info(
                 f'BCNUpdateRateHook: update_rate = {self.multiplier} x lr '
                 + (f'(at least 1/t for the first {self.warmup_iters} '
-                   'iterations) ' if self.warmup_iters else '') +
-                f'for {len(self._layers)} estimate-mode BCN layers')
+                   f'iterations in the {len(self._warm)} layers whose '
+                   'estimates start at (0, 1)) ' if self.warmup_iters else
+                   '') + f'for {len(self._layers)} estimate-mode BCN layers')
         else:
             runner.logger.warning(
                 'BCNUpdateRateHook: the model has no BCN layer with '
@@ -92,7 +102,18 @@ class BCNUpdateRateHook(Hook):
         for layer in self._layers:
             lr = lr_of.get(id(layer.batch_weight),
                            lr_of.get(id(layer.batch_bias), default))
-            layer.update_rate = max(floor, self.multiplier * lr)
+            rate = self.multiplier * lr
+            if id(layer) in self._warm:
+                rate = max(floor, rate)
+            layer.update_rate = rate
+
+
+def at_initial_state(layer: BatchChannelNorm) -> bool:
+    """Whether a layer's estimates are still the (0, 1) it was built with:
+    never updated and not loaded from a checkpoint."""
+    return bool(layer.num_batches_tracked.item() == 0
+                and not layer.running_mean.any()
+                and (layer.running_var == 1).all())
 
 
 def _check_multiplier(multiplier) -> float:
