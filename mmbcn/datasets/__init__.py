@@ -6,16 +6,15 @@
 * :mod:`mmbcn.datasets.voc_demo` (imports mmseg) registers
   ``VOCShapesDataset`` in mmseg's ``DATASETS`` and the ``CheckSegMapSize``
   transform in its ``TRANSFORMS``;
-* :mod:`mmbcn.datasets.shapes_cls` (imports mmdet, whose scenes it draws)
-  registers
-  ``ShapesClsDataset`` (the classification set that pretrains the demo
-  backbones) and ``PackClsInputs`` in mmengine's root ``DATASETS`` and
-  ``TRANSFORMS``, which every codebase's registries fall back to.
+* :mod:`mmbcn.datasets.shapes_cls` (imports mmdet, whose scenes it
+  draws) registers ``ShapesClsDataset`` (the classification set that
+  pretrains the demo backbones) and ``PackClsInputs`` in mmengine's root
+  ``DATASETS`` and ``TRANSFORMS``, which every codebase falls back to.
 
-``import mmbcn`` imports neither: a config that uses these names imports
+``import mmbcn`` imports none of them: a config that uses these names imports
 the module in ``custom_imports``, e.g.
 ``custom_imports = dict(imports=['mmbcn', 'mmbcn.datasets.coco_demo'],
-allow_failed_imports=False)``. Importing this package loads neither module
+allow_failed_imports=False)``. Importing this package loads none
 either; the names below are imported from their module on first use, so
 ``from mmbcn.datasets import generate_shapes_coco`` imports mmdet alone.
 """
