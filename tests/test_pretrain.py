@@ -294,9 +294,9 @@ def test_mmdet_train_tool_trains_the_pretraining_config(cls_root, tmp_path):
     assert any(k.startswith('backbone.layer4.') for k in state)
 
 
-def _args(tmp_path, cls_root, options=()):
+def _args(tmp_path, cls_root, options=(), seed=0):
     return argparse.Namespace(
-        seed=0, pretrain_iters=1, threads=None,
+        seed=seed, pretrain_seed=0, pretrain_iters=1, threads=None,
         pretrain_cfg_options=data_options(cls_root) + list(options),
         pretrain_cache=str(tmp_path / 'cache'),
         work_dir=str(tmp_path / 'work'))
@@ -314,8 +314,8 @@ def test_demo_pretrained_cache_reuses_and_retrains(cls_root, tmp_path,
     checkpoint = info['bcn']['checkpoint']
     assert torch.load(checkpoint, weights_only=True)['state_dict']
     assert f'checkpoint={checkpoint!r}' in open(first['bcn'][1]).read()
-    again = pre.pretrained_detectors(
-        _args(tmp_path, cls_root), ['bcn'], demo.scaled_schedule)
+    again = pre.pretrained_detectors(  # another fine-tuning seed
+        _args(tmp_path, cls_root, seed=3), ['bcn'], demo.scaled_schedule)
     assert again == first
     info = json.loads((tmp_path / 'work' / 'pretrained.json').read_text())
     assert info['bcn']['reused'] and info['bcn']['checkpoint'] == checkpoint

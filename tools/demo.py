@@ -7,7 +7,8 @@ except the normalization; one table, two pictures.
         [--seed S] [--work-dir DIR] [--img-size PX] [--val-interval N]
         [--sequential] [--threads T] [--runs bcn gn]
         [--cfg-options k=v ...] [--bcn-cfg-options k=v ...]
-        [--pretrained [--pretrain-iters N] [--pretrain-cache DIR]
+        [--pretrained [--pretrain-iters N] [--pretrain-seed S]
+         [--pretrain-cache DIR]
          [--pretrain-cfg-options k=v ...]]
 
 Detection (default): Mask R-CNN R-18-FPN, BCN+WS in micro-batch mode (one
@@ -138,6 +139,12 @@ def parse_args(argv=None):
         help="--pretrained: pretraining iterations (default: the "
         "pretraining config's)")
     parser.add_argument(
+        '--pretrain-seed',
+        type=int,
+        help='--pretrained: the pretraining seed (default: --seed); one '
+        'pretrained backbone fine-tuned with several --seed values is '
+        "the paper's protocol (one ImageNet model per normalization)")
+    parser.add_argument(
         '--pretrain-cache',
         help='--pretrained: where pretrained backbones are cached '
         '(default: work_dirs/pretrain_cache)')
@@ -164,6 +171,8 @@ def parse_args(argv=None):
             args.work_dir += '_pretrained'
     if args.pretrained and args.task != 'detection':
         parser.error('--pretrained applies to --task detection')
+    if args.pretrain_seed is None:
+        args.pretrain_seed = args.seed
     if args.pretrain_iters is not None and args.pretrain_iters < 1:
         parser.error('--pretrain-iters must be >= 1')
     args.pretrain_cache = osp.abspath(

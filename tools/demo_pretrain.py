@@ -272,7 +272,7 @@ def pretrained_detectors(args, runs, scale_schedule):
     jobs, infos = {}, {}
     for run in runs:
         config = osp.join(REPO, BACKBONES[run])
-        cfg = pretrain_config(config, args.seed, args.pretrain_iters,
+        cfg = pretrain_config(config, args.pretrain_seed, args.pretrain_iters,
                               args.pretrain_cfg_options, scale_schedule)
         prepare_data(cfg)
         digest, material = cache_key(cfg)
