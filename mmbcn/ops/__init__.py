@@ -12,6 +12,7 @@ from .backends import (BACKENDS, Backend, BackendError, describe, get_backend,
 from .batch_channel_norm import batch_channel_norm
 from .call import BATCH, ESTIMATE, FIXED, MODES
 from .layers import BatchChannelNorm, SyncBatchChannelNorm
+from .ws_conv import WSConv2d, standardize_weight
 
 register_backend(
     Backend('python', python_backend.forward, devices=('cpu', 'cuda',
@@ -28,6 +29,7 @@ register_backend(
             refuse=triton_backend.refuse))
 
 __all__ = [
+    'WSConv2d', 'standardize_weight',
     'BatchChannelNorm', 'SyncBatchChannelNorm', 'batch_channel_norm',
     'set_backend', 'get_backend', 'describe', 'register_backend', 'Backend',
     'BackendError', 'BACKENDS', 'FIXED', 'BATCH', 'ESTIMATE', 'MODES'
