@@ -13,11 +13,13 @@ schema, as aten's ``native_batch_norm``. Only ``x`` and O(N*C) statistics
 are kept for the backward pass. Differentiating BCN's gradient raises.
 """
 import importlib.util
+import os
 from typing import Optional
 
 import torch
 from torch import Tensor
 
+from .backends import Backend
 from .call import BATCH, ESTIMATE, FIXED, BCNCall
 
 try:
@@ -89,3 +91,12 @@ def _register() -> None:
 
 if _bcn_cpu is not None:
     _register()
+
+
+#: Contiguous float32/float64 CPU input with parameters of its dtype, one
+#: process; ``auto``'s choice there unless ``MMBCN_NATIVE=0``.
+BACKEND = Backend(
+    'cpu', forward, devices={'cpu'}, dtypes={torch.float32, torch.float64},
+    layouts={'contiguous'}, synchronized=False, same_dtype=True,
+    priority=None if os.environ.get('MMBCN_NATIVE', '1') == '0' else 10,
+    unavailable=unavailable, refuse=refuse)

@@ -25,6 +25,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
+from .backends import Backend
 from .call import BATCH, ESTIMATE, FIXED, BCNCall
 from .distributed import all_reduce_means, all_reduce_moments
 from .moment_affine import (apply_affine, batch_moments, bcn_coefficients,
@@ -277,3 +278,9 @@ def bcn_all_reduce_sum(t: Tensor, group_name: str) -> Tensor:
 @bcn_all_reduce_sum.register_fake
 def _(t, group_name):
     return torch.empty_like(t)
+
+
+#: Every device BCN runs on, every dtype, layout and mode, synchronized
+#: statistics: the reference, ``auto``'s last resort.
+BACKEND = Backend('python', forward, devices={'cpu', 'cuda', 'mps', 'xpu'},
+                  priority=0)

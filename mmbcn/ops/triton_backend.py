@@ -22,6 +22,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from .backends import Backend
 from .call import BATCH, ESTIMATE, FIXED, BCNCall
 from .distributed import all_reduce_means
 
@@ -301,3 +302,10 @@ class TritonBCN(torch.autograd.Function):
                                ctx.needs_input_grad[0])
         grads = [g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)]
         return (dx, None, None, None, *grads)
+
+
+#: Not in ``auto`` (no priority) until a GPU run has measured it faster
+#: than the python backend and exact there (docs/performance.md).
+BACKEND = Backend('triton', forward, devices={'cpu', 'cuda'},
+                  layouts={'contiguous', 'channels_last'},
+                  unavailable=unavailable, refuse=refuse)
