@@ -22,24 +22,28 @@ module a config names beside ``mmbcn`` in ``custom_imports``:
 For example ``custom_imports = dict(imports=['mmbcn',
 'mmbcn.datasets.voc_demo'], allow_failed_imports=False)``.
 
-The op alone, :mod:`mmbcn.ops` (``batch_channel_norm`` and its backends),
-needs only torch: where mmengine is not installed (a bare GPU machine for
-benchmarks), ``import mmbcn.ops`` works and nothing is registered.
+The layers and the op, :mod:`mmbcn.ops` (``BatchChannelNorm``,
+``SyncBatchChannelNorm``, ``WSConv2d``, ``batch_channel_norm`` and its
+backends), need only torch: where mmengine is not installed (a bare GPU
+machine for benchmarks), ``import mmbcn`` and ``import mmbcn.ops`` work and
+nothing is registered.
 """
+from .ops import (BatchChannelNorm, SyncBatchChannelNorm, WSConv2d,
+                  standardize_weight)
 from .version import __version__
+
+__all__ = [
+    'BatchChannelNorm', 'SyncBatchChannelNorm', 'WSConv2d',
+    'standardize_weight', '__version__'
+]
 
 try:
     import mmengine  # noqa: F401
 except ModuleNotFoundError as error:
     if error.name != 'mmengine':
         raise
-    __all__ = ['__version__']
 else:
-    from .cnn import (BatchChannelNorm, SyncBatchChannelNorm, WSConv2d,
-                      standardize_weight)
+    from . import cnn  # noqa: F401  (registers BCN, SyncBCN, WSConv)
     from .engine import BCNUpdateRateHook
 
-    __all__ = [
-        'BatchChannelNorm', 'SyncBatchChannelNorm', 'WSConv2d',
-        'standardize_weight', 'BCNUpdateRateHook', '__version__'
-    ]
+    __all__ += ['BCNUpdateRateHook']

@@ -16,7 +16,7 @@ from mmbcn.analysis import (ActivationSummary, CifarResNet, FixedStatNorm,
                             dead_channel_fraction, draw_target_statistics,
                             load_cifar10, small_scale_fraction, stat_diff)
 from mmbcn.analysis.datasets import standardize
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 
 
 def plain_stat_diff(mean, std, num_groups):

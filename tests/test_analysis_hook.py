@@ -18,8 +18,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 import mmbcn  # noqa: F401
-from mmbcn.cnn import BatchChannelNorm
 from mmbcn.engine import SingularityHook
+from mmbcn.ops import BatchChannelNorm
 
 MEAN = [0.0, 1.0, 2.0, 3.0, 5.0, 5.0, 5.0, 5.0]
 STD = [1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 3.0, 6.0]

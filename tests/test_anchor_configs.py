@@ -12,8 +12,8 @@ from mmengine.config import Config
 from torch import nn
 
 import mmbcn  # noqa: F401
-from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
 from mmbcn.models.official_checkpoint import ARCHITECTURES, target_state_shapes
+from mmbcn.ops import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
 from mmbcn.utils import scoped_build
 from tool_runner import REPO
 

@@ -12,7 +12,7 @@ from backend_steps import use_backend
 from bcn_reference import (ReferenceAlgorithm1, batch_statistics, randomize,
                            reference_bcn, reference_large_batch)
 from mmbcn import ops
-from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm
+from mmbcn.ops import BatchChannelNorm, SyncBatchChannelNorm
 
 D = torch.float64
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bcn_reference import randomize, reference_large_batch
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 from tool_runner import load_tool
 
 pytestmark = pytest.mark.slow

@@ -10,7 +10,7 @@ from mmcv.cnn import ConvModule, build_conv_layer, build_norm_layer
 from mmengine.registry import DefaultScope
 
 import mmbcn  # noqa: F401
-from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
+from mmbcn.ops import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
 from mmbcn.utils import scoped_build
 
 

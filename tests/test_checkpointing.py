@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from bcn_reference import randomize
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 
 
 class Block(nn.Module):

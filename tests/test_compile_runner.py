@@ -18,7 +18,7 @@ import os.path as osp
 import pytest
 import torch
 
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 from tool_runner import REPO, load_tool
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ import pytest
 from mmengine.config import Config
 from torch import nn
 
-from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
+from mmbcn.ops import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
 from mmbcn.utils import scoped_build
 from tool_runner import REPO
 

@@ -12,7 +12,7 @@ from backend_steps import training_steps
 from backend_steps import use_backend as backend
 from bcn_reference import randomize, reference_bcn
 from mmbcn import ops
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 
 pytestmark = pytest.mark.skipif(
     ops.BACKENDS['cpu'].unavailable() is not None,

@@ -13,7 +13,7 @@ from mmdet.structures import DetDataSample
 from mmengine.config import Config
 
 import mmbcn  # noqa: F401
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 from mmbcn.utils import scoped_build
 from tool_runner import REPO
 

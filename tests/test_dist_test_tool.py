@@ -14,7 +14,7 @@ from mmengine.config import Config
 import mmbcn  # noqa: F401
 from bcn_reference import randomize
 from dist_utils import free_port
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 from mmbcn.utils import scoped_build
 from tool_runner import load_tool, run
 from toy_run import toy_config

@@ -8,7 +8,7 @@ from bcn_reference import (ReferenceAlgorithm1, randomize, reference_bcn,
                            reference_large_batch)
 from dist_utils import run_distributed
 from mmbcn import ops
-from mmbcn.cnn import BatchChannelNorm, SyncBatchChannelNorm
+from mmbcn.ops import BatchChannelNorm, SyncBatchChannelNorm
 
 pytestmark = pytest.mark.dist
 

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 import mmbcn  # noqa: F401
-from mmbcn.cnn import BatchChannelNorm
-from mmbcn.ops import BACKENDS
+from mmbcn.ops import BACKENDS, BatchChannelNorm
 from mmbcn.utils import scoped_build
 
 pytestmark = pytest.mark.slow

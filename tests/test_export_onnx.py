@@ -9,7 +9,7 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 from mmbcn.utils import OutputPathError, build_model
 from tool_runner import REPO, load_tool
 

@@ -16,8 +16,8 @@ from torch import nn
 
 import mmbcn.models  # noqa: F401  (registers BCNASPPHead in mmseg)
 from bcn_reference import randomize
-from mmbcn.cnn import BatchChannelNorm, WSConv2d
 from mmbcn.deploy import FoldReport, fold_bcn, folded_config
+from mmbcn.ops import BatchChannelNorm, WSConv2d
 from mmbcn.utils import build_model, scoped_build
 from tool_runner import REPO, load_tool
 

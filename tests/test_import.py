@@ -59,6 +59,63 @@ def test_import_mmbcn_is_light_and_registers_layers_and_hooks():
     assert out['schemes'] == out['expected_schemes']
 
 
+# Import hook refusing the OpenMMLab packages, as on a machine with torch
+# alone.
+TORCH_ALONE = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('mmcv', 'mmengine', 'mmdet', 'mmseg'):
+            raise ModuleNotFoundError(f'blocked {name}', name=name)
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_layers_import_and_run_with_torch_alone():
+    out = run_python(TORCH_ALONE + """
+import json, sys
+import torch
+import mmbcn.ops
+from mmbcn.ops import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
+import mmbcn
+conv = mmbcn.ops.WSConv2d(3, 4, 3, eps=1e-10)
+y = BatchChannelNorm(4, num_groups=2)(conv(torch.randn(2, 3, 5, 5)))
+w = conv.standardized_weight().flatten(1)
+print(json.dumps(dict(
+    shape=list(y.shape),
+    row_means=w.mean(1).abs().max().item(),
+    row_vars=w.var(1).tolist(),
+    top_level=[n for n in ('BatchChannelNorm', 'SyncBatchChannelNorm',
+                           'WSConv2d') if hasattr(mmbcn, n)],
+    openmmlab=[m for m in sys.modules if m.split('.')[0] in (
+        'mmcv', 'mmengine', 'mmdet', 'mmseg')])))
+""")
+    assert out['openmmlab'] == []
+    assert out['shape'] == [2, 4, 3, 3]
+    assert out['row_means'] < 1e-6
+    assert out['row_vars'] == pytest.approx([1.0] * 4, abs=1e-4)
+    assert out['top_level'] == [
+        'BatchChannelNorm', 'SyncBatchChannelNorm', 'WSConv2d'
+    ]
+
+
+def test_layers_have_one_home():
+    """The registered layers are the classes of :mod:`mmbcn.ops`; the
+    modules that defined copies of them are gone."""
+    import importlib
+
+    from mmengine.registry import MODELS
+
+    import mmbcn
+    from mmbcn import ops
+    assert MODELS.get('BCN') is ops.BatchChannelNorm is mmbcn.BatchChannelNorm
+    assert MODELS.get('SyncBCN') is ops.SyncBatchChannelNorm
+    assert MODELS.get('WSConv') is ops.WSConv2d is mmbcn.WSConv2d
+    for gone in ('mmbcn.cnn.bcn', 'mmbcn.cnn.ws_conv'):
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module(gone)
+
+
 def test_mmbcn_datasets_loads_one_codebase_per_name():
     out = run_python(f"""
         import json, sys

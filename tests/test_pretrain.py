@@ -15,7 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 from mmbcn.utils import scoped_build
 from tool_runner import REPO, load_tool, run
 

@@ -14,8 +14,8 @@ from mmseg.structures import SegDataSample
 from torch import nn
 
 import mmbcn  # noqa: F401
-from mmbcn.cnn import BatchChannelNorm, WSConv2d
 from mmbcn.models.official_checkpoint import ARCHITECTURES, target_state_shapes
+from mmbcn.ops import BatchChannelNorm, WSConv2d
 from mmbcn.utils import scoped_build
 from tool_runner import REPO
 

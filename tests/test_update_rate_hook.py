@@ -6,7 +6,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch import nn
 
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 
 
 class TinyNet(BaseModel):

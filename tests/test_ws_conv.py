@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmbcn.cnn import WSConv2d, standardize_weight
+from mmbcn.ops import WSConv2d, standardize_weight
 
 
 def plain_ws(w, eps, formula):

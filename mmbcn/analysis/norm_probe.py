@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..cnn.bcn import BatchChannelNorm
+from ..ops import BatchChannelNorm
 from .channel_stats import ActivationSummary, channel_rows
 from .stat_diff import stat_diff
 

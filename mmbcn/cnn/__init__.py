@@ -1,9 +1,26 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
-from ..ops.moment_affine import bcn_coefficients, channel_moments
-from .bcn import BatchChannelNorm, SyncBatchChannelNorm
-from .ws_conv import WSConv2d, standardize_weight
+"""Registration only: mmbcn's layers under the names that configs use, in
+the registry that mmcv's ``build_norm_layer`` / ``build_conv_layer``,
+mmdet and mmseg build from (mmengine's root ``MODELS``; mmdet's and mmseg's
+registries look names up there too):
 
-__all__ = [
-    'BatchChannelNorm', 'SyncBatchChannelNorm', 'WSConv2d',
-    'bcn_coefficients', 'channel_moments', 'standardize_weight'
-]
+* ``BCN``, ``SyncBCN``: ``norm_cfg=dict(type='BCN', ...)``;
+* ``WSConv``: ``conv_cfg=dict(type='WSConv', ...)``.
+
+The layers need torch alone; import them from :mod:`mmbcn.ops`::
+
+    from mmbcn.ops import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
+
+mmcv builds a conv layer by calling the registered class with
+``nn.Conv2d``'s arguments and the config's other keys, which
+:class:`~mmbcn.ops.WSConv2d` accepts as it is: no mmcv subclass is needed.
+"""
+from mmengine.registry import MODELS
+
+from ..ops import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
+
+MODELS.register_module('BCN', module=BatchChannelNorm)
+MODELS.register_module('SyncBCN', module=SyncBatchChannelNorm)
+MODELS.register_module('WSConv', module=WSConv2d)
+
+__all__ = []

@@ -40,8 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from mmbcn.cnn.bcn import BatchChannelNorm
-from mmbcn.cnn.ws_conv import WSConv2d, standardize_weight
+from mmbcn.ops import BatchChannelNorm, WSConv2d, standardize_weight
 
 _PLAIN_CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 

@@ -16,8 +16,7 @@ from mmengine.config import Config
 from mmengine.registry import MODELS
 from torch import nn
 
-from mmbcn.cnn.bcn import BatchChannelNorm
-from mmbcn.cnn.ws_conv import WSConv2d
+from mmbcn.ops import BatchChannelNorm, WSConv2d
 from mmbcn.utils.config_tree import (child_path, is_type, path_keys,
                                      rewrite_dicts)
 

@@ -12,7 +12,7 @@ from mmengine.optim import OptimWrapperDict
 from mmengine.registry import HOOKS
 from torch.nn.parallel import DistributedDataParallel
 
-from ..cnn.bcn import BatchChannelNorm
+from ..ops import BatchChannelNorm
 
 
 def estimate_layers(model) -> List[BatchChannelNorm]:

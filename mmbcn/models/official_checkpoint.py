@@ -8,7 +8,7 @@ prefix; the file holds a bare state dict or ``{'state_dict': ..., 'epoch',
 'best_acc', 'optimizer', ...}``. Every conv is WS without bias; every norm
 is BCN with 32 groups, stored as a BatchNorm ``pbn`` (the batch step,
 Eq. 13) and the group step's per-group affine of shape (1, G, 1) (Eq. 15).
-Keys, official -> mmdet / mmseg (:class:`mmbcn.cnn.BatchChannelNorm`
+Keys, official -> mmdet / mmseg (:class:`mmbcn.ops.BatchChannelNorm`
 parameters)::
 
     conv1.weight                         conv1.weight

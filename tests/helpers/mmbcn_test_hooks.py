@@ -7,7 +7,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from mmbcn.cnn import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm
 
 
 @HOOKS.register_module()
