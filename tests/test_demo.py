@@ -1,18 +1,25 @@
 """tools/demo.py end to end: both runs (BCN+WS and GN+WS) trained by real
 Runners, scored by the real CocoMetric / IoUMetric, one table (markdown and
-JSON) with both rows, and both pictures."""
+JSON) with both rows, and both pictures; the segmentation demo's SyncBN
+run, added to a finished demo; --summarize over seeds."""
+import argparse
 import json
 import os.path as osp
 import sys
 
 import pytest
 import torch
+from mmengine.config import Config
 from PIL import Image
+from torch import nn
 
 from mmbcn.datasets import generate_shapes_coco
+from mmbcn.utils import scoped_build
 from tool_runner import REPO, load_tool, run
 
 DEMO = osp.join(REPO, 'tools', 'demo.py')
+SEG_DEMO = osp.join(REPO, 'configs', 'deeplabv3',
+                    'deeplabv3_r18b-d16_{}_1xb4-1k_voc-shapes-128x128_demo.py')
 
 
 def data_options(root, evaluator=True):
@@ -79,7 +86,7 @@ def test_detection_demo_trains_both_and_writes_table_and_pictures(tmp_path):
 
 
 @pytest.mark.slow
-def test_segmentation_demo_trains_both(tmp_path):
+def test_segmentation_demo_trains_both_then_adds_syncbn(tmp_path):
     work = tmp_path / 'work'
     run([
         sys.executable, DEMO, '--task', 'segmentation', '--max-iters', '2',
@@ -91,6 +98,28 @@ def test_segmentation_demo_trains_both(tmp_path):
     assert [r['name'] for r in rows] == ['SyncBCN+WS', 'GN+WS']
     for row in rows:
         assert row['iterations'] == 2 and 0.0 <= row['mIoU'] <= 100.0
+    check_pictures(work)
+    # SyncBN added to the finished demo: its row joins the two others
+    before = (work / 'results.json').read_text()
+    proc = run([
+        sys.executable, DEMO, '--task', 'segmentation', '--runs', 'bn',
+        '--max-iters', '2', '--work-dir',
+        str(work), '--cfg-options'
+    ] + data_options(tmp_path / 'voc', evaluator=False) +
+        ['train_dataloader.batch_size=2'])
+    summary = json.loads((work / 'results.json').read_text())
+    assert [r['name'] for r in summary['runs']] == [
+        'SyncBCN+WS', 'GN+WS', 'SyncBN']
+    assert summary['runs'][:2] == json.loads(before)['runs']
+    bn = summary['runs'][2]
+    assert bn['iterations'] == 2 and 0.0 <= bn['mIoU'] <= 100.0
+    assert summary['added'][0]['runs'] == ['bn']
+    table = (work / 'results.md').read_text().splitlines()
+    assert [line.split(' | ')[0] for line in table[2:]] == [
+        '| SyncBCN+WS', '| GN+WS', '| SyncBN']
+    assert '| SyncBN |' in proc.stdout
+    state = torch.load(bn['checkpoint'], weights_only=True)['state_dict']
+    assert any(k.endswith('bn1.running_mean') for k in state)
     check_pictures(work)
 
 
@@ -118,3 +147,125 @@ def test_schedule_follows_the_budget():
     assert warmup['end'] == 4 and steps['milestones'] == [3]
     with pytest.raises(ValueError, match='iteration-based'):
         demo.scaled_schedule([dict(type='MultiStepLR', by_epoch=True)], 10, 5)
+
+
+# ------------------------------------------------------------ SyncBN run
+def test_syncbn_config_is_the_gn_ws_demo_with_syncbn_and_plain_convs():
+    bn = Config.fromfile(SEG_DEMO.format('syncbn'))
+    gn = Config.fromfile(SEG_DEMO.format('gn-ws'))
+    model = scoped_build(bn.model, bn.default_scope)
+    norms = [m for m in model.modules()
+             if isinstance(m, (nn.modules.batchnorm._NormBase, nn.GroupNorm))]
+    assert norms and all(isinstance(m, nn.SyncBatchNorm) for m in norms)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(type(m) is nn.Conv2d for m in convs)
+    for part in ('backbone', 'decode_head', 'auxiliary_head'):
+        assert bn.model[part].norm_cfg == dict(type='SyncBN',
+                                               requires_grad=True), part
+        assert bn.model[part].conv_cfg is None, part
+    # nothing else differs from the GN+WS demo
+    bn, gn = bn.to_dict(), gn.to_dict()
+    for cfg in (bn, gn):
+        for key in ('norm_cfg', 'conv_cfg'):
+            cfg.pop(key, None)
+            for part in ('backbone', 'decode_head', 'auxiliary_head'):
+                cfg['model'][part].pop(key)
+    assert bn == gn
+
+
+def test_runs_bn_is_a_segmentation_run(capsys):
+    demo = load_tool('demo')
+    args = demo.parse_args(['--task', 'segmentation', '--runs', 'bcn', 'gn',
+                            'bn'])
+    assert args.runs == ['bcn', 'gn', 'bn']
+    assert demo.parse_args(['--task', 'segmentation']).runs == ['bcn', 'gn']
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--runs', 'bn'])  # detection has no SyncBN run
+    assert '--runs bn: not a run of --task detection' in (
+        capsys.readouterr().err)
+
+
+def seed_results(folder, seed, miou, names=('SyncBCN+WS', 'GN+WS', 'SyncBN')):
+    rows = [dict(name=name, mIoU=value, mAcc=value, aAcc=value,
+                 train_minutes=1.0, total_minutes=2.0)
+            for name, value in zip(names, miou)]
+    folder.mkdir()
+    (folder / 'results.json').write_text(json.dumps(
+        dict(task='segmentation', seed=seed, runs=rows)))
+    return str(folder)
+
+
+def test_summarize_three_runs_pairs_each_with_gn_ws(tmp_path):
+    demo = load_tool('demo')
+    dirs = [
+        seed_results(tmp_path / 's0', 0, [90.0, 80.0, 70.0]),
+        seed_results(tmp_path / 's1', 1, [92.0, 84.0, 77.0]),
+        # a seed without the SyncBN run, its rows in another order
+        seed_results(tmp_path / 's2', 2, [85.0, 94.0],
+                     names=('GN+WS', 'SyncBCN+WS')),
+    ]
+    lines = demo.main(['--summarize'] + dirs)
+    rows = {line.split(' | ')[0][2:]: line.split(' | ')[1]
+            for line in lines if line.startswith('| ')}
+    assert list(rows)[1:] == [
+        'SyncBCN+WS', 'GN+WS', 'SyncBN (seeds 0, 1)',
+        'SyncBCN+WS − GN+WS (paired)', 'SyncBN − GN+WS (paired) (seeds 0, 1)'
+    ]
+    assert rows['SyncBCN+WS'] == '92.00 ± 2.00'
+    assert rows['GN+WS'] == '83.00 ± 2.65'
+    assert rows['SyncBN (seeds 0, 1)'] == '73.50 ± 4.95'
+    # differences 10, 8, 9 and -10, -7
+    assert rows['SyncBCN+WS − GN+WS (paired)'] == '9.00 ± 1.00'
+    assert rows['SyncBN − GN+WS (paired) (seeds 0, 1)'] == '-8.50 ± 2.12'
+
+
+def finished_demo(tmp_path, demo, **settings):
+    """A work dir holding a finished two-run segmentation demo (its rows
+    and dumped run configs) with ``settings``; the args that add SyncBN."""
+    options = dict(seed=0, max_iters=4, val_interval=None, img_size=None)
+    work = tmp_path / 'work'
+    old = argparse.Namespace(task='segmentation', work_dir=str(work),
+                             **dict(options, **settings))
+    for run_name in ('bcn', 'gn'):
+        (work / run_name).mkdir(parents=True)
+        demo.write_run_config(SEG_DEMO.format(
+            'syncbcn-ws' if run_name == 'bcn' else 'gn-ws'),
+            str(work / run_name), old)
+    rows = [dict(run='bcn', name='SyncBCN+WS'), dict(name='GN+WS')]
+    for row in rows:
+        row.update(mIoU=1.0, mAcc=1.0, aAcc=1.0, train_minutes=1.0,
+                   total_minutes=1.0)
+    (work / 'results.json').write_text(json.dumps(
+        dict(task='segmentation', seed=old.seed, runs=rows)))
+    new = argparse.Namespace(task='segmentation', work_dir=str(work),
+                             cfg_options=[], **options)
+    (work / 'bn').mkdir()
+    config = demo.write_run_config(SEG_DEMO.format('syncbn'),
+                                   str(work / 'bn'), new)
+    return new, config
+
+
+def test_added_run_keeps_the_rows_of_the_same_settings(tmp_path):
+    demo = load_tool('demo')
+    args, config = finished_demo(tmp_path, demo)
+    kept, previous = demo.kept_rows(args, ['bn'], config)
+    assert [r['name'] for r in kept] == ['SyncBCN+WS', 'GN+WS']
+    assert previous['seed'] == 0
+    # training every run again starts a new table
+    assert demo.kept_rows(args, ['bcn', 'gn', 'bn'], config) == ([], None)
+
+
+@pytest.mark.parametrize('settings,options,named', [
+    (dict(seed=1), [], '--seed 1'),
+    (dict(max_iters=8), [], 'iterations 8 (now 4)'),
+    (dict(val_interval=2), [], 'val_interval 2 (now 1)'),
+    ({}, ['train_dataloader.batch_size=2'], 'batch_size 4 (now 2)'),
+])
+def test_added_run_with_other_settings_is_refused(tmp_path, settings,
+                                                  options, named):
+    demo = load_tool('demo')
+    args, config = finished_demo(tmp_path, demo, **settings)
+    args.cfg_options = options
+    with pytest.raises(SystemExit) as error:
+        demo.kept_rows(args, ['bn'], config)
+    assert named in str(error.value) and '--work-dir' in str(error.value)

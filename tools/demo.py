@@ -37,6 +37,7 @@ import sys
 import time
 
 from mmbcn.utils.atomic import atomic_outputs
+from mmbcn.utils.markdown import markdown_table
 
 HERE = osp.dirname(osp.abspath(__file__))
 REPO = osp.dirname(HERE)
@@ -62,10 +63,14 @@ TASKS = {
                     'syncbcn-ws_1xb4-1k_voc-shapes-128x128_demo.py'),
             'gn': ('GN+WS', 'configs/deeplabv3/deeplabv3_r18b-d16_gn-ws_'
                    '1xb4-1k_voc-shapes-128x128_demo.py'),
+            'bn': ('SyncBN', 'configs/deeplabv3/deeplabv3_r18b-d16_syncbn_'
+                   '1xb4-1k_voc-shapes-128x128_demo.py'),
         },
         metrics=[('mIoU', 'mIoU'), ('mAcc', 'mAcc'), ('aAcc', 'aAcc')],
         curves=[('mIoU', 'mIoU')]),
 }
+RUNS = ('bcn', 'gn', 'bn')  # the order of rows, curves and pictures
+REFERENCE = 'GN+WS'  # --summarize: paired differences against this run
 SHOW_IMAGES = 4  # validation images in predictions.png (the first ones)
 SCORE_THR = 0.3  # detections drawn in predictions.png
 
@@ -100,8 +105,11 @@ def parse_args(argv=None):
         '--runs',
         nargs='+',
         default=['bcn', 'gn'],
-        choices=['bcn', 'gn'],
-        help='which runs to train')
+        choices=list(RUNS),
+        help='which runs to train: bcn (BCN+WS), gn (GN+WS), bn '
+        '(segmentation: SyncBN, plain convolutions). Runs added to the '
+        'work dir of a finished demo join its table when their settings '
+        '(seed, iterations, schedule, data) match')
     parser.add_argument(
         '--sequential',
         action='store_true',
@@ -169,6 +177,11 @@ def parse_args(argv=None):
                          'work_dirs/demo_segmentation')
         if args.pretrained:
             args.work_dir += '_pretrained'
+    known = TASKS[args.task]['runs']
+    unknown = [r for r in args.runs if r not in known]
+    if unknown:
+        parser.error(f'--runs {" ".join(unknown)}: not a run of --task '
+                     f'{args.task} (it has {", ".join(known)})')
     if args.pretrained and args.task != 'detection':
         parser.error('--pretrained applies to --task detection')
     if args.pretrain_seed is None:
@@ -430,46 +443,65 @@ def progress(log_path: str) -> str:
     return f'iter {found[-1][0]}/{found[-1][1]}' if found else 'starting'
 
 
-def table(results, task: str):
-    """The results as markdown table lines and a JSON-able dict."""
+def run_key(row, task: str) -> str:
+    """The run ('bcn', 'gn', 'bn') of a results.json row; rows written
+    before rows named their run are matched by name."""
+    if 'run' in row:
+        return row['run']
+    return {name: run for run, (name, _) in TASKS[task]['runs'].items()
+            }.get(row['name'], row['name'])
+
+
+def result_row(r, task: str):
+    """A run's result.json as its row of results.json."""
+    return dict(
+        run=r['run'],
+        name=r['name'],
+        config=r['config'],
+        seed=r['seed'],
+        iterations=r['max_iters'],
+        threads=r['threads'],
+        **{key: r['metrics'].get(key)
+           for _, key in TASKS[task]['metrics']},
+        train_minutes=round(r['train_minutes'], 3),
+        total_minutes=round(r['wall_minutes'], 3),
+        cpu_minutes=round(r.get('cpu_minutes', float('nan')), 3),
+        peak_memory_mib=round(r['peak_memory_mib'], 1),
+        checkpoint=r['checkpoint'])
+
+
+def table_lines(rows, task: str):
+    """The results.json rows as the lines of the printed markdown table."""
     metrics = TASKS[task]['metrics']
     head = ['run'] + [m for m, _ in metrics] + [
         'iterations', 'train min', 'total min', 'CPU min', 'peak memory (MiB)'
     ]
-    lines = ['| ' + ' | '.join(head) + ' |', '|' + ' --- |' * len(head)]
-    rows = []
-    for r in results:
-        values = [r['metrics'].get(key) for _, key in metrics]
-        scale = 100 if task == 'segmentation' else 1  # mmseg reports %
-        cells = [r['name']] + [
-            '—' if v is None else (f'{v:.2f}' if scale == 100 else f'{v:.3f}')
-            for v in values
-        ] + [
-            str(r['max_iters']), f'{r["train_minutes"]:.1f}',
-            f'{r["wall_minutes"]:.1f}', f'{r["cpu_minutes"]:.1f}'
-            if 'cpu_minutes' in r else '—', f'{r["peak_memory_mib"]:.0f}'
-        ]
-        lines.append('| ' + ' | '.join(cells) + ' |')
-        rows.append(
-            dict(
-                name=r['name'],
-                config=r['config'],
-                seed=r['seed'],
-                iterations=r['max_iters'],
-                threads=r['threads'],
-                **{
-                    key: r['metrics'].get(key)
-                    for _, key in metrics
-                },
-                train_minutes=round(r['train_minutes'], 3),
-                total_minutes=round(r['wall_minutes'], 3),
-                cpu_minutes=round(r.get('cpu_minutes', float('nan')), 3),
-                peak_memory_mib=round(r['peak_memory_mib'], 1),
-                checkpoint=r['checkpoint']))
-    return lines, rows
+    # mmseg reports percentages, mmdet fractions
+    metric_format = '{:.2f}' if task == 'segmentation' else '{:.3f}'
+
+    def number(value, form):
+        if value is None or value != value:  # absent or NaN
+            return '—'
+        return form.format(value)
+
+    cells = [[row['name']] +
+             [number(row.get(key), metric_format) for _, key in metrics] + [
+                 str(row['iterations']),
+                 number(row['train_minutes'], '{:.1f}'),
+                 number(row['total_minutes'], '{:.1f}'),
+                 number(row.get('cpu_minutes'), '{:.1f}'),
+                 number(row['peak_memory_mib'], '{:.0f}')
+             ] for row in rows]
+    return markdown_table(head, cells).split('\n')
 
 
-def load_results(work_dir):
+def table(results, task: str):
+    """The results as markdown table lines and a JSON-able dict."""
+    rows = [result_row(r, task) for r in results]
+    return table_lines(rows, task), rows
+
+
+def load_results(work_dir, what='--summarize'):
     """``work_dir``'s results.json, checked to hold what --summarize reads
     (task, seed, runs with their metrics); exits naming the file and the
     key otherwise."""
@@ -478,12 +510,12 @@ def load_results(work_dir):
         with open(path) as f:
             summary = json.load(f)
     except (OSError, ValueError) as err:
-        raise SystemExit(f'--summarize: cannot read {path} ({err}); pass '
+        raise SystemExit(f'{what}: cannot read {path} ({err}); pass '
                          'the work directory of a finished demo') from err
     task = summary.get('task') if isinstance(summary, dict) else None
     if task not in TASKS or 'seed' not in summary or not isinstance(
             summary.get('runs'), list) or not summary['runs']:
-        raise SystemExit(f'--summarize: {path} is not the results.json of a '
+        raise SystemExit(f'{what}: {path} is not the results.json of a '
                          'finished demo (it needs "task", "seed" and a list '
                          'of "runs"); pass the work directory of one')
     keys = [k for _, k in TASKS[task]['metrics']]
@@ -493,7 +525,7 @@ def load_results(work_dir):
                or k not in run or (k != 'name' and isinstance(run[k], bool))
                or (k != 'name' and not isinstance(run[k], (int, float)))]
         if bad:
-            raise SystemExit(f'--summarize: {path}: runs[{i}] lacks '
+            raise SystemExit(f'{what}: {path}: runs[{i}] lacks '
                              f'{", ".join(bad)} (or not as numbers); pass '
                              'the work directory of a finished demo')
     return summary
@@ -501,7 +533,8 @@ def load_results(work_dir):
 
 def summarize(work_dirs):
     """Mean +- sample std of every metric over finished demos (seeds),
-    per run, and of the paired BCN - GN differences; as markdown lines."""
+    per run, and of the paired differences of each run against GN+WS
+    (over the seeds that have both); as markdown lines."""
     import numpy as np
     summaries = [load_results(d) for d in work_dirs]
     tasks = {s['task'] for s in summaries}
@@ -511,18 +544,15 @@ def summarize(work_dirs):
     task = summaries[0]['task']
     metrics = TASKS[task]['metrics'] + [('train min', 'train_minutes'),
                                         ('total min', 'total_minutes')]
-    names = [r['name'] for r in summaries[0]['runs']]
     seeds = [s['seed'] for s in summaries]
-    values = {
-        name: {
-            key:
-            np.array([[r for r in s['runs'] if r['name'] == name][0][key]
-                      for s in summaries],
-                     dtype=float)
-            for _, key in metrics
-        }
-        for name in names
-    }
+    found = {}  # name -> {seed: row}
+    for s in summaries:
+        for row in s['runs']:
+            found.setdefault(row['name'], {})[s['seed']] = row
+    order = [TASKS[task]['runs'][r][0] for r in RUNS
+             if r in TASKS[task]['runs']]
+    names = sorted(found, key=lambda n: (n not in order, order.index(n)
+                                         if n in order else 0, n))
 
     def cell(v, key):
         digits = 1 if key.endswith('minutes') else (
@@ -530,24 +560,32 @@ def summarize(work_dirs):
         std = v.std(ddof=1) if len(v) > 1 else float('nan')
         return f'{v.mean():.{digits}f} ± {std:.{digits}f}'
 
-    lines = [
-        f'seeds {seeds}, mean ± std (sample):', '',
-        '| run | ' + ' | '.join(m for m, _ in metrics) + ' |',
-        '|' + ' --- |' * (len(metrics) + 1)
-    ]
+    def label(text, have):
+        if sorted(have) == sorted(seeds):
+            return text
+        return f'{text} (seeds {", ".join(map(str, sorted(have)))})'
+
+    table = []
     for name in names:
-        lines.append(f'| {name} | ' + ' | '.join(
-            cell(values[name][key], key) for _, key in metrics) + ' |')
-    if len(names) == 2:
-        a, b = names
-        lines.append(f'| {a} − {b} (paired) | ' + ' | '.join(
-            cell(values[a][key] - values[b][key], key)
-            for _, key in metrics) + ' |')
-    return lines
+        have = sorted(found[name])
+        table.append([label(name, have)] + [
+            cell(np.array([found[name][s][key] for s in have], dtype=float),
+                 key) for _, key in metrics])
+    if REFERENCE in found:
+        for name in names:
+            have = sorted(set(found[name]) & set(found[REFERENCE]))
+            if name == REFERENCE or not have:
+                continue
+            table.append([label(f'{name} − {REFERENCE} (paired)', have)] + [
+                cell(np.array([found[name][s][key] - found[REFERENCE][s][key]
+                               for s in have], dtype=float), key)
+                for _, key in metrics])
+    return [f'seeds {seeds}, mean ± std (sample):', ''] + markdown_table(
+        ['run'] + [m for m, _ in metrics], table).split('\n')
 
 
 # ---------------------------------------------------------------- figures
-COLOURS = {'bcn': 'tab:red', 'gn': 'tab:blue'}
+COLOURS = {'bcn': 'tab:red', 'gn': 'tab:blue', 'bn': 'tab:green'}
 
 
 def plot_curves(results, task: str, path: str) -> None:
@@ -711,6 +749,76 @@ def prepare_data(task: str, options) -> None:
     prepare_and_check_data(cfg, ['train_dataloader', 'val_dataloader'])
 
 
+def run_settings(cfg) -> dict:
+    """What the rows of one table share: seed, iterations, validation
+    points, schedule, batch size, data and pipelines of a run's config."""
+    c = cfg.to_dict()
+    train = c.get('train_dataloader') or {}
+    val = c.get('val_dataloader') or {}
+    settings = dict(
+        seed=(c.get('randomness') or {}).get('seed'),
+        iterations=c['train_cfg'].get('max_iters'),
+        val_interval=c['train_cfg'].get('val_interval'),
+        schedule=c.get('param_scheduler'),
+        batch_size=train.get('batch_size'),
+        train_data=train.get('dataset', {}).get('data_root'),
+        train_pipeline=train.get('dataset', {}).get('pipeline'),
+        val_data=val.get('dataset', {}).get('data_root'),
+        val_pipeline=val.get('dataset', {}).get('pipeline'))
+    return json.loads(json.dumps(settings, default=repr))
+
+
+def kept_rows(args, runs, run_config: str):
+    """The rows of a finished demo in the work dir that this one keeps
+    (those of runs it does not train), after checking that they were
+    trained with the settings of ``run_config`` (a new run's config) and
+    ``--cfg-options``; exits naming what differs otherwise. (rows,
+    results.json) or ([], None) where nothing is kept."""
+    from mmengine.config import Config
+    if not osp.isfile(osp.join(args.work_dir, 'results.json')):
+        return [], None
+    summary = load_results(args.work_dir, what='--runs')
+    task = summary['task']
+    kept = [r for r in summary['runs'] if run_key(r, task) not in runs]
+    if not kept:
+        return [], None  # every run is trained again: a new table
+    problems = []
+    if task != args.task:
+        problems.append(f'--task {task}')
+    if summary['seed'] != args.seed:
+        problems.append(f'--seed {summary["seed"]}')
+    new = run_settings(merged_config(run_config, args.cfg_options))
+    for row in kept if not problems else []:
+        run = run_key(row, task)
+        dumped = osp.join(args.work_dir, run, 'demo_config.py')
+        if not osp.isfile(dumped):
+            problems.append(f'{run}: no {dumped} to compare with')
+            continue
+        old = run_settings(Config.fromfile(dumped))
+        problems += [f'{run}: {key} {old.get(key)!r} (now {value!r})'
+                     for key, value in new.items() if old.get(key) != value]
+    if problems:
+        raise SystemExit(
+            f'--runs {" ".join(runs)}: {args.work_dir} holds the finished '
+            f'runs {", ".join(run_key(r, task) for r in kept)} trained with '
+            f'other settings: {"; ".join(problems)}. Add runs with the same '
+            '--task, --seed, --max-iters, --val-interval, --img-size and '
+            '--cfg-options, train those runs again too, or pass another '
+            '--work-dir')
+    return kept, summary
+
+
+def merged_config(path: str, options):
+    """The config at ``path`` with the ``K=V`` ``options`` applied."""
+    from mmengine.config import Config, DictAction
+    cfg = Config.fromfile(path)
+    cfg.merge_from_dict({
+        key: DictAction._parse_iterable(value)
+        for key, value in (o.split('=', 1) for o in options)
+    })
+    return cfg
+
+
 def main(argv=None):
     args = parse_args(argv)
     args.work_dir = osp.abspath(args.work_dir)
@@ -723,30 +831,50 @@ def main(argv=None):
     os.chdir(REPO)  # the configs' data roots are relative to it
     start = time.time()
     prepare_data(args.task, args.cfg_options)
-    runs = [r for r in ('bcn', 'gn') if r in args.runs]
+    runs = [r for r in RUNS if r in args.runs]
     configs = None
     if args.pretrained:  # pretrain (or reuse) the backbones first
         sys.path.insert(0, HERE)
         import demo_pretrain  # noqa: E402  (tools/demo_pretrain.py)
         configs = demo_pretrain.pretrained_detectors(args, runs,
                                                      scaled_schedule)
+    first = osp.join(args.work_dir, runs[0])
+    os.makedirs(first, exist_ok=True)
+    kept, previous = kept_rows(
+        args, runs,
+        write_run_config((configs or TASKS[args.task]['runs'])[runs[0]][1],
+                         first, args))
+    concurrent = not args.sequential and len(runs) > 1
     results = launch(args, runs, configs)
     minutes = (time.time() - start) / 60
-    lines, rows = table(results, args.task)
-    summary = dict(
-        task=args.task,
-        seed=args.seed,
-        concurrent=not args.sequential and len(runs) > 1,
-        total_minutes=round(minutes, 3),
-        runs=rows)
+    _, new_rows = table(results, args.task)
+    for row in new_rows:
+        row['concurrent'] = concurrent
+    rows = sorted(kept + new_rows,
+                  key=lambda r: RUNS.index(run_key(r, args.task)))
+    lines = table_lines(rows, args.task)
+    if previous is None:
+        summary = dict(
+            task=args.task,
+            seed=args.seed,
+            concurrent=concurrent,
+            total_minutes=round(minutes, 3),
+            runs=rows)
+    else:  # runs added to a finished demo
+        summary = dict(previous, runs=rows)
+        summary.setdefault('added', []).append(
+            dict(runs=runs, concurrent=concurrent,
+                 total_minutes=round(minutes, 3)))
     with atomic_outputs(osp.join(args.work_dir, 'results.md'),
                         osp.join(args.work_dir, 'results.json')) as (md, js):
         with open(md, 'w') as f:
             f.write('\n'.join(lines) + '\n')
         with open(js, 'w') as f:
             json.dump(summary, f, indent=1)
-    plot_curves(results, args.task, osp.join(args.work_dir, 'curves.png'))
-    plot_predictions(results, args, osp.join(args.work_dir, 'predictions.png'))
+    shown = [r for r in (run_result(args.work_dir, run_key(row, args.task))
+                         for row in rows) if r is not None]
+    plot_curves(shown, args.task, osp.join(args.work_dir, 'curves.png'))
+    plot_predictions(shown, args, osp.join(args.work_dir, 'predictions.png'))
     print(f'\n== mmbcn demo: {args.task}, seed {args.seed}, '
           f'{minutes:.1f} min in all ==')
     print('\n'.join(lines))
@@ -757,6 +885,16 @@ def main(argv=None):
         print(f'{r["name"] + ":":12} {r["checkpoint"]}  (logs: '
               f'{r["log_dir"]})')
     return summary
+
+
+def run_result(work_dir: str, run: str):
+    """The result.json of a finished run in ``work_dir``; None if absent
+    (a row kept from a demo whose run folder is gone)."""
+    path = osp.join(work_dir, run, 'result.json')
+    if not osp.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 if __name__ == '__main__':
