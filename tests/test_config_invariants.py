@@ -1,5 +1,6 @@
 """What holds for every config under configs/ (new ones included), checked
-on the loaded config and on the model it builds:
+on the loaded config (its _base_ files merged in) and on the model it
+builds:
 
 * ``custom_imports`` is declared with ``allow_failed_imports=False`` and
   imports the module that registers each mmbcn name the config uses;
@@ -8,7 +9,9 @@ on the loaded config and on the model it builds:
   convolutions of every part given a ``conv_cfg`` are ``WSConv2d``;
 * ``BCNUpdateRateHook`` is in ``custom_hooks`` exactly when a BCN layer
   runs on estimates (``estimate=True``);
-* the model builds (without its pretrained weights, absent here).
+* the model builds (without its pretrained weights, absent here);
+* every file under configs/_base_/ is inherited by some config (the base
+  files are checked through the configs that inherit them).
 
 Marked slow: what the custom_imports register (a fresh interpreter per
 import list) and the checks on the full-size models (every config but the
@@ -31,8 +34,10 @@ from mmbcn.ops import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
 from mmbcn.utils import scoped_build
 from tool_runner import REPO
 
-CONFIGS = sorted(
+FILES = sorted(
     glob.glob(osp.join(REPO, 'configs', '**', '*.py'), recursive=True))
+BASES = [p for p in FILES if '_base_' in p.split(osp.sep)]
+CONFIGS = [p for p in FILES if p not in BASES]
 # the configs with the small demo models; the others build full-size ones
 MODEL_PARAMS = [
     pytest.param(
@@ -184,6 +189,14 @@ def built(request):
 def test_every_config_is_found():
     folders = {osp.basename(osp.dirname(p)) for p in CONFIGS}
     assert folders >= {'deeplabv3', 'faster_rcnn', 'mask_rcnn'}
+    assert BASES and '_base_' not in folders
+
+
+@pytest.mark.parametrize('base', BASES, ids=osp.basename)
+def test_every_base_file_is_inherited(base):
+    # Config.text: the text of every file merged, each after its path
+    users = [p for p in CONFIGS if base + '\n' in read_config(p).text]
+    assert users, f'no config under configs/ inherits {base}'
 
 
 @pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)

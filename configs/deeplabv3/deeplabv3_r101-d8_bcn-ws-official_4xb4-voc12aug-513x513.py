@@ -8,7 +8,10 @@
 # head (BCNASPPHead, no auxiliary head) and their evaluation: single scale,
 # no flip, the image at its own size (no resize) zero-padded bottom-right
 # after normalization to 513x513, PIL decoding.
-_base_ = 'mmseg::deeplabv3/deeplabv3_r101-d8_4xb4-20k_voc12aug-512x512.py'
+_base_ = [
+    'mmseg::deeplabv3/deeplabv3_r101-d8_4xb4-20k_voc12aug-512x512.py',
+    '../_base_/default_runtime_safe_checkpoints.py'
+]
 
 custom_imports = dict(
     imports=['mmbcn', 'mmbcn.models'],  # BCNASPPHead
@@ -63,8 +66,5 @@ test_dataloader = val_dataloader
 
 load_from = 'checkpoints/deeplabv3_r101_bcn-ws_voc12aug_official.pth'
 
-# Checkpoints loadable with torch.load(weights_only=True) whichever tool
-# trains this config (ours, mmdet's/mmseg's tools, mim, a Runner script),
-# written atomically (README, "Use from mmdet/mmseg tools and mim").
-custom_hooks = [dict(type='WeightsOnlyCheckpointHook')]
+# atomic saves (../_base_/default_runtime_safe_checkpoints.py)
 default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

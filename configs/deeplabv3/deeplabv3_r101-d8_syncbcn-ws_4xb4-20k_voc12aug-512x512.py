@@ -11,7 +11,10 @@
 #   python tools/model_converters/official_bcn.py rn101_bcn_ws.pth \
 #       checkpoints/r101_bcn-ws_imagenet.pth
 # (or train from scratch: --cfg-options model.backbone.init_cfg=None).
-_base_ = 'mmseg::deeplabv3/deeplabv3_r101-d8_4xb4-20k_voc12aug-512x512.py'
+_base_ = [
+    'mmseg::deeplabv3/deeplabv3_r101-d8_4xb4-20k_voc12aug-512x512.py',
+    '../_base_/default_runtime_safe_checkpoints.py'
+]
 
 custom_imports = dict(imports=['mmbcn'], allow_failed_imports=False)
 
@@ -29,8 +32,5 @@ model = dict(
     decode_head=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg),
     auxiliary_head=dict(conv_cfg=conv_cfg, norm_cfg=norm_cfg))
 
-# Checkpoints loadable with torch.load(weights_only=True) whichever tool
-# trains this config (ours, mmdet's/mmseg's tools, mim, a Runner script),
-# written atomically (README, "Use from mmdet/mmseg tools and mim").
-custom_hooks = [dict(type='WeightsOnlyCheckpointHook')]
+# atomic saves (../_base_/default_runtime_safe_checkpoints.py)
 default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

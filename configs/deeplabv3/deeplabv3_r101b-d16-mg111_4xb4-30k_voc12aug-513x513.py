@@ -24,7 +24,10 @@
 #     image, with colours instead of class indices, or with values that are
 #     no class stops the run, naming the files)
 # Single-scale testing without flip, at mmseg's scale, as upstream.
-_base_ = 'mmseg::deeplabv3/deeplabv3_r101-d8_4xb4-20k_voc12aug-512x512.py'
+_base_ = [
+    'mmseg::deeplabv3/deeplabv3_r101-d8_4xb4-20k_voc12aug-512x512.py',
+    '../_base_/default_runtime_safe_checkpoints.py'
+]
 
 custom_imports = dict(
     imports=['mmbcn', 'mmbcn.datasets.voc_demo'],  # CheckSegMapSize
@@ -91,9 +94,6 @@ param_scheduler = [
         by_epoch=False)
 ]
 train_cfg = dict(max_iters=30000, val_interval=3000)
-# Checkpoints loadable with torch.load(weights_only=True) whichever tool
-# trains this config (ours, mmdet's/mmseg's tools, mim, a Runner script),
-# written atomically (README, "Use from mmdet/mmseg tools and mim").
-custom_hooks = [dict(type='WeightsOnlyCheckpointHook')]
+# atomic saves (../_base_/default_runtime_safe_checkpoints.py)
 default_hooks = dict(
     checkpoint=dict(type='SafeCheckpointHook', interval=3000))

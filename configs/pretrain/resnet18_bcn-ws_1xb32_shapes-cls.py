@@ -7,6 +7,8 @@
 # detection demo's; configs/mask_rcnn/*_pretrained_demo.py fine-tune from
 # it, where the running statistics become Algorithm 1's starting estimates.
 # `tools/demo.py --pretrained` trains it (cached) before the detectors.
+_base_ = '../_base_/default_runtime_safe_checkpoints.py'
+
 default_scope = 'mmdet'
 custom_imports = dict(
     imports=['mmbcn', 'mmbcn.datasets.shapes_cls', 'mmbcn.models.classifiers'],
@@ -97,7 +99,6 @@ default_hooks = dict(
         interval=max_iters,
         max_keep_ckpts=1),
     sampler_seed=dict(type='DistSamplerSeedHook'))
-custom_hooks = [dict(type='WeightsOnlyCheckpointHook')]
 env_cfg = dict(
     cudnn_benchmark=False,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),
