@@ -30,9 +30,10 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
 
 step 2 "$TORCH_SPEC (installed first: an unpinned torch would pull CUDA packages)"
 pip install "$TORCH_SPEC"
-# mmcv's setup.py imports pkg_resources (gone from new setuptools) and must
-# build against the torch above, hence no build isolation.
-pip install "setuptools<70" wheel ninja
+# One setuptools for the whole environment: torch requires >=77.0.3, and
+# mmcv's setup.py (built without isolation, against the torch above) and
+# mmengine at run time import pkg_resources, which setuptools 81 removed.
+pip install "setuptools>=77.0.3,<81" wheel ninja
 
 step 3 "mmcv 2.1.0 with ops (built from source once, ~7 min on 2 cores; pip caches the wheel)"
 if ! "$VENV/bin/python" -c 'import mmcv.ops' 2>/dev/null; then
@@ -40,9 +41,7 @@ if ! "$VENV/bin/python" -c 'import mmcv.ops' 2>/dev/null; then
 fi
 
 step 4 "mmengine, mmdet, mmsegmentation"
-# torch wants setuptools>=77; mmengine imports pkg_resources (gone after 80).
-pip install "setuptools>=77.0.3,<81" mmengine==0.10.7 mmdet==3.3.0 \
-  mmsegmentation==1.2.2 ftfy regex
+pip install mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 ftfy regex
 
 step 5 "mmbcn: native BCN kernel compiled in place (~1 min), then editable with the tests and analysis extras"
 # Built here rather than by pip: the pip a new venv brings (23.x) installs
