@@ -10,7 +10,13 @@ from torch import Tensor
 FIXED = 'fixed'  # running_mean / running_var as they are (evaluation)
 BATCH = 'batch'  # the batch's statistics; running averages move (Eq. 14)
 ESTIMATE = 'estimate'  # Algorithm 1's estimates move, then normalize
-MODES = (FIXED, BATCH, ESTIMATE)
+#: The one table of modes and the integer code each has in the kernels:
+#: csrc/bcn_cpu.cpp's ``Mode`` enum (``kFixed``, ... : checked against
+#: this table by tests/test_backends.py) and triton_kernels.py's
+#: ``MODE`` argument. A backend declares the modes it serves
+#: (:class:`~.backends.Backend`); it is never handed another.
+MODE_CODES = {FIXED: 0, BATCH: 1, ESTIMATE: 2}
+MODES = tuple(MODE_CODES)
 
 
 @dataclass

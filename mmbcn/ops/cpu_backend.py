@@ -19,8 +19,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from . import saved_stats
 from .backends import Backend
-from .call import BATCH, ESTIMATE, FIXED, BCNCall
+from .call import FIXED, MODE_CODES, BCNCall
 
 try:
     from . import _bcn_cpu  # noqa: F401  (registers torch.ops.mmbcn.*)
@@ -30,8 +31,6 @@ except ImportError as error:  # not built: auto uses the python backend
     _IMPORT_ERROR = ('mmbcn.ops._bcn_cpu is missing' if importlib.util.
                      find_spec(f'{__package__}._bcn_cpu') is None else
                      str(error))
-
-_MODE = {FIXED: 0, BATCH: 1, ESTIMATE: 2}
 
 
 def unavailable() -> Optional[str]:
@@ -57,12 +56,14 @@ def forward(call: BCNCall) -> Tensor:
     y, _ = op(call.x, call.batch_weight, call.batch_bias, call.weight,
               call.bias, call.running_mean, call.running_var,
               call.num_batches_tracked, call.num_groups, call.eps,
-              _MODE[call.mode], rate)
+              MODE_CODES[call.mode], rate)
     return y
 
 
 def _eager(x: Tensor) -> bool:
-    return (type(x) in _BASE_TENSOR_TYPES and not torch._C._get_tracing_state()
+    # No public query says whether a dispatch mode (FakeTensorMode,
+    # FlopCounterMode, ...) is active; torch's own one is private.
+    return (type(x) in _BASE_TENSOR_TYPES and not torch.jit.is_tracing()
             and not torch.compiler.is_compiling()
             and not torch._C._len_torch_dispatch_stack())
 
@@ -77,8 +78,7 @@ def _register() -> None:
     @torch.library.register_fake(forward_op)
     def _(x, batch_weight, batch_bias, weight, bias, running_mean,
           running_var, num_batches_tracked, groups, eps, stats_mode, rate):
-        n, c = x.shape[:2]
-        size = 3 * n * c + 3 * c + 2 * n * groups  # Stats in bcn_cpu.cpp
+        size = saved_stats.total(x.shape[0], x.shape[1], groups)
         return torch.empty_like(x), x.new_empty(size, dtype=torch.float64)
 
     @torch.library.register_fake(backward_op)

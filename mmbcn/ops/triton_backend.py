@@ -22,8 +22,9 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
+from . import saved_stats
 from .backends import Backend
-from .call import BATCH, ESTIMATE, FIXED, BCNCall
+from .call import BATCH, ESTIMATE, FIXED, MODE_CODES, BCNCall
 from .distributed import all_reduce_means
 
 try:
@@ -32,8 +33,6 @@ try:
 except ImportError as error:
     triton = None
     _IMPORT_ERROR = str(error)
-
-_MODE = {FIXED: 0, BATCH: 1, ESTIMATE: 2}
 #: Target number of programs of the reduction passes, per streaming
 #: multiprocessor (several resident programs hide memory latency).
 PROGRAMS_PER_SM = 4
@@ -60,7 +59,7 @@ def refuse(call: BCNCall) -> Optional[str]:
         return 'TRITON_INTERPRET=1 is set: it runs CPU tensors only'
     if call.x.dim() < 3 or call.x.numel() == 0:
         return 'it needs a non-empty (N, C, L, ...) input'
-    if torch._C._get_tracing_state() or torch.compiler.is_compiling():
+    if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return ('tracers and torch.compile record PyTorch operations, and '
                 'its kernels are not one (the python backend is)')
     if call.synchronized and call.mode == BATCH:
@@ -149,21 +148,6 @@ def _block(n: int, cap: int) -> int:
     return max(1, min(triton.next_power_of_2(n), cap))
 
 
-def _stats_layout(n: int, c: int, g: int):
-    """Names and sizes of the float64 O(N*C) statistics kept for the
-    backward pass."""
-    return (('mean', n * c), ('var', n * c), ('dev', n * c), ('a', c),
-            ('inv_std', c), ('mu', c), ('r', n * g), ('s', n * g))
-
-
-def _split(t: Tensor, layout) -> dict:
-    out, at = {}, 0
-    for name, size in layout:
-        out[name] = t[at:at + size]
-        at += size
-    return out
-
-
 def _forward(x: Tensor, call: BCNCall, rate: float, cumulative: bool):
     """y, the new running statistics, and what the backward pass needs:
     float64 statistics and, in the compute dtype, the rounded means and
@@ -173,9 +157,8 @@ def _forward(x: Tensor, call: BCNCall, rate: float, cumulative: bool):
     n, c, length, g = plan.n, plan.c, plan.length, call.num_groups
     k = c // g
     f64 = dict(dtype=torch.float64, device=x.device)
-    layout = _stats_layout(n, c, g)
-    stats = torch.empty(sum(size for _, size in layout), **f64)
-    v = _split(stats, layout)
+    stats = torch.empty(saved_stats.total(n, c, g), **f64)
+    v = saved_stats.split(stats, n, c, g)
     compute = torch.float64 if x.dtype == torch.float64 else torch.float32
     rows = torch.empty(3 * n * c, dtype=compute, device=x.device)
     centre, coef, offset = rows.view(3, n * c)
@@ -196,10 +179,11 @@ def _forward(x: Tensor, call: BCNCall, rate: float, cumulative: bool):
             partial_mean, partial_m2, call.running_mean, call.running_var,
             call.num_batches_tracked, call.batch_weight, call.batch_bias,
             call.weight, call.bias, new_mean, new_var, v['mean'], v['var'],
-            v['dev'], v['a'], v['inv_std'], v['mu'], v['r'], v['s'], centre,
-            coef, offset, given, n, c, g, length, plan.splits, plan.chunk,
-            _bits(call.eps), _bits(rate), _bits(count / max(1, count - 1)),
-            MODE=_MODE[call.mode], CUMULATIVE=cumulative, PHASE=phase,
+            v['dev'], v['a'], v['inv_std'], v['batch_mean'], v['r'], v['s'],
+            centre, coef, offset, given, n, c, g, length, plan.splits,
+            plan.chunk, _bits(call.eps), _bits(rate),
+            _bits(count / max(1, count - 1)),
+            MODE=MODE_CODES[call.mode], CUMULATIVE=cumulative, PHASE=phase,
             BLOCK_N=_block(n, max(1, 1024 // k)), BLOCK_K=_block(k, 1024))
 
     if call.synchronized:  # Algorithm 1 on the batch of all processes
@@ -241,7 +225,7 @@ def _backward(dy: Tensor, x: Tensor, saved, groups: int, mode: int,
               torch.channels_last)
     if not dy.is_contiguous(memory_format=layout):
         dy = dy.contiguous(memory_format=layout)
-    v = _split(stats, _stats_layout(n, c, g))
+    v = saved_stats.split(stats, n, c, g)
     centre, coef, _ = rows.view(3, n * c)
     f64 = dict(dtype=torch.float64, device=x.device)
     partial_dy = torch.empty(n * c * plan.splits, **f64)
@@ -258,9 +242,9 @@ def _backward(dy: Tensor, x: Tensor, saved, groups: int, mode: int,
     slope, offset = torch.empty(2, n * c, dtype=rows.dtype, device=x.device)
     kernels.backward_coefficients[(g, )](
         partial_dy, partial_dyx, v['mean'], v['var'], v['dev'], v['a'],
-        v['inv_std'], v['mu'], v['r'], v['s'], centre, d_bw, d_bb, d_w, d_b,
-        d_row_mean, d_row_var, slope, offset, n, c, g, length, plan.splits,
-        MODE=mode, BLOCK_N=_block(n, max(1, 1024 // k)),
+        v['inv_std'], v['batch_mean'], v['r'], v['s'], centre, d_bw, d_bb,
+        d_w, d_b, d_row_mean, d_row_var, slope, offset, n, c, g, length,
+        plan.splits, MODE=mode, BLOCK_N=_block(n, max(1, 1024 // k)),
         BLOCK_K=_block(k, 1024))
     dx = None
     if need_dx:
@@ -280,7 +264,7 @@ class TritonBCN(torch.autograd.Function):
     def forward(ctx, x, call, rate, cumulative, *params):
         y, new_mean, new_var, saved = _forward(x, call, rate, cumulative)
         ctx.saved = saved
-        ctx.groups, ctx.mode = call.num_groups, _MODE[call.mode]
+        ctx.groups, ctx.mode = call.num_groups, MODE_CODES[call.mode]
         ctx.dtypes = [p.dtype for p in params]
         ctx.save_for_backward(x)
         ctx.mark_non_differentiable(new_mean, new_var)

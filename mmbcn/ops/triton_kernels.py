@@ -34,7 +34,11 @@ backward_groups), :func:`affine_rows` (``dx``).
 import triton
 import triton.language as tl
 
-FIXED, BATCH, ESTIMATE = 0, 1, 2
+from .call import MODE_CODES
+
+# The codes of the ``MODE`` argument (mmbcn/ops/call.py's table).
+FIXED = tl.constexpr(MODE_CODES['fixed'])
+BATCH = tl.constexpr(MODE_CODES['batch'])
 
 
 @triton.jit
@@ -144,7 +148,7 @@ def coefficients(pmean_ptr, pm2_ptr, rm_ptr, rv_ptr, nbt_ptr, bw_ptr,
     running_mean = tl.load(rm_ptr + cs, mask=k_ok,
                            other=0.0).to(tl.float64)
     running_var = tl.load(rv_ptr + cs, mask=k_ok, other=1.0).to(tl.float64)
-    if MODE == 0:  # FIXED: the statistics as they are (evaluation)
+    if MODE == FIXED:  # the statistics as they are (evaluation)
         mu = running_mean
         sigma2 = running_var
     else:
@@ -157,7 +161,7 @@ def coefficients(pmean_ptr, pm2_ptr, rm_ptr, rv_ptr, nbt_ptr, bw_ptr,
             # Mean square about the batch mean (Eq. 13) or about the *old*
             # estimate (Algorithm 1, line 2):
             # E[(x - m)^2] = var + (mean - m)^2.
-            if MODE == 1:
+            if MODE == BATCH:
                 centre = batch_mean
             else:
                 centre = running_mean
@@ -178,7 +182,7 @@ def coefficients(pmean_ptr, pm2_ptr, rm_ptr, rv_ptr, nbt_ptr, bw_ptr,
             rate = 1.0 / tl.load(nbt_ptr).to(tl.float64)
         else:
             rate = _real(rate_bits)
-        if MODE == 1:
+        if MODE == BATCH:
             # Eq. 14's running averages (unbiased variance), as BatchNorm.
             new_mean = running_mean + rate * (batch_mean - running_mean)
             new_var = running_var + rate * (sq * _real(unbias_bits) -
@@ -377,7 +381,7 @@ def backward_coefficients(pdy_ptr, pdyx_ptr, mean_ptr, var_ptr, dev_ptr,
     tl.store(d_b_ptr + g, tl.sum(d_bias, axis=0))
     tl.debug_barrier()
     # 'batch' mode: the batch statistics' share, per channel.
-    if MODE == 1:
+    if MODE == BATCH:
         d_mu = -a * db / N
         d_var = -0.5 * da * a * inv_std * inv_std / N
     else:

@@ -49,6 +49,8 @@ namespace {
 
 using at::Tensor;
 
+// The codes of mmbcn/ops/call.py's MODE_CODES (tests/test_backends.py
+// compares the two).
 enum Mode : int64_t { kFixed = 0, kBatch = 1, kEstimate = 2 };
 
 // Elements per block of a row reduction.
@@ -140,9 +142,10 @@ void row_grad(const T* dy, const T* x, T centre, T scale, T slope, T offset,
 }
 
 // O(N*C) quantities the forward pass computes and the backward pass reuses,
-// in one double tensor: per (n, c) mean, var, dev = (x_dot mean) - (group
-// mean); per c a = gamma^b / sigma_hat, inv_std = 1 / sigma_hat, the batch
-// mean mu_hat; per (n, g) the group's r = 1 / sigma and s = gamma^c * r.
+// in one double tensor laid out as mmbcn/ops/saved_stats.py's FIELDS: per
+// (n, c) mean, var, dev = (x_dot mean) - (group mean); per c a = gamma^b /
+// sigma_hat, inv_std = 1 / sigma_hat, the batch mean mu_hat; per (n, g) the
+// group's r = 1 / sigma and s = gamma^c * r.
 struct Stats {
   double *mean, *var, *dev, *a, *inv_std, *batch_mean, *r, *s;
   Stats(const Tensor& t, int64_t n, int64_t c, int64_t g) {
