@@ -1,14 +1,17 @@
 """Shared by the BCN tests: a layer with non-trivial affines and
-statistics, seeded random inputs, forcing a backend for a block, and
-recording a layer's outputs, gradients and buffers over training steps.
-Needs torch alone (the Triton tests run on a GPU machine without
-OpenMMLab)."""
+statistics, seeded random inputs, the backends of mmbcn.ops's table as
+test parameters, forcing a backend for a block (the one way the tests
+do), and recording a layer's outputs, gradients and buffers over training
+steps. Needs torch and pytest alone (the Triton tests run on a GPU machine
+without OpenMMLab)."""
 import contextlib
 
+import pytest
 import torch
 
 from bcn_reference import randomize
 from mmbcn import ops
+from mmbcn.ops import backends
 
 
 def random_bcn(c=8, g=4, dtype=torch.float64, seed=0, cls=None,
@@ -26,6 +29,21 @@ def seeded_randn(*shape, dtype=torch.float64, seed=1, loc=0.0, scale=1.0,
     gen = torch.Generator().manual_seed(seed)
     x = loc + scale * torch.randn(*shape, generator=gen, dtype=dtype)
     return x.to(device)
+
+
+def backend_params(device='cpu'):
+    """One pytest parameter per backend of the table (registered ones
+    included, in ``backends.names()``'s order) that serves ``device``;
+    skipped, with the reason, where it cannot run here."""
+    params = []
+    for name in backends.names():
+        backend = ops.BACKENDS[name]
+        if device not in backend.devices:
+            continue
+        reason = backend.unavailable()
+        params.append(pytest.param(name, id=name, marks=pytest.mark.skipif(
+            reason is not None, reason=str(reason))))
+    return params
 
 
 @contextlib.contextmanager
