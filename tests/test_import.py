@@ -32,12 +32,13 @@ def test_import_mmbcn_is_light_and_registers_layers_and_hooks():
         import mmbcn
         from mmengine.registry import HOOKS, MODEL_WRAPPERS, MODELS
         from mmengine.runner.checkpoint import CheckpointLoader
-        from mmbcn.engine.checkpoint_schemes import LOADERS
+        from mmbcn.engine.checkpoint.schemes import LOADERS
         loaded = [m for m in {HEAVY!r} if m in sys.modules]
         models = {{n: MODELS.get(n).__name__
                   for n in ('BCN', 'SyncBCN', 'WSConv')}}
         hooks = [n for n in ('BCNUpdateRateHook', 'WeightsOnlyCheckpointHook',
-                             'SafeCheckpointHook', 'SingularityHook')
+                             'SafeCheckpointHook', 'SingularityHook',
+                             'MainProcessLoggerHook')
                  if HOOKS.get(n) is not None]
         wrappers = [n for n in ('CPUDistributedDataParallel',)
                     if MODEL_WRAPPERS.get(n) is not None]
@@ -53,7 +54,7 @@ def test_import_mmbcn_is_light_and_registers_layers_and_hooks():
                                  WSConv='WSConv2d')
     assert out['hooks'] == [
         'BCNUpdateRateHook', 'WeightsOnlyCheckpointHook',
-        'SafeCheckpointHook', 'SingularityHook'
+        'SafeCheckpointHook', 'SingularityHook', 'MainProcessLoggerHook'
     ]
     assert out['wrappers'] == ['CPUDistributedDataParallel']
     assert out['schemes'] == out['expected_schemes']

@@ -1,7 +1,7 @@
 """Conversion of the authors' released BCN+WS checkpoints.
 
-The authors' models are rebuilt here from the format facts (GUIDE section
-5), independently of mmbcn's layers: a WS conv, BCN as a BatchNorm2d named
+The authors' models are rebuilt here from the format of their released
+files, independently of mmbcn's layers: a WS conv, BCN as a BatchNorm2d named
 ``pbn`` followed by a group normalization by reshaping with a per-group
 (1, G, 1) affine, torchvision-style ResNet / ResNeXt bottlenecks, and the
 DeepLabV3 ASPP head. Random weights with calibrated, then perturbed,

@@ -1,5 +1,5 @@
-"""mmbcn.engine.plain_state at unit level: each kind of object it encodes
-comes back as the same type and value through torch.save and
+"""mmbcn.engine.checkpoint.plain_state at unit level: each kind of object
+it encodes comes back as the same type and value through torch.save and
 torch.load(weights_only=True); what it cannot store is refused with the
 place where it sits."""
 import collections
@@ -13,7 +13,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
-from mmbcn.engine.plain_state import TAG, decode, encode
+from mmbcn.engine.checkpoint.plain_state import TAG, decode, encode
 
 
 class Colour(enum.Enum):

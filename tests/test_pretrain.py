@@ -199,7 +199,7 @@ def test_gn_ws_detector_loads_its_pretrained_backbone(cls_root, tmp_path):
 
 def test_missing_pretrained_backbone_names_the_config_that_writes_it(
         monkeypatch):
-    from mmbcn.engine.tool_setup import check_checkpoint_paths
+    from mmbcn.engine.runner_support import check_checkpoint_paths
     monkeypatch.chdir(REPO)
     cfg = Config.fromfile(DETECTOR['bcn'])
     cfg.model.backbone.init_cfg.checkpoint = (

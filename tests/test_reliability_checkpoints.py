@@ -1,21 +1,19 @@
 """Checkpoints are read with weights_only=True everywhere (local files even
 with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1, http(s):// and open-mmlab:// URLs
 through a cache keyed by the whole URL), and a checkpoint of another model
-is refused by tools/test.py and load_from (issue 12, items 1, 2, 5)."""
-import functools
-import http.server
+is refused by tools/test.py and load_from."""
 import json
 import os.path as osp
-import threading
 
 import pytest
 import torch
+from http_server import loopback_server, serve_bytes
 from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import mmbcn  # noqa: F401
 from mmbcn.engine import UnsafeCheckpointError
-from mmbcn.engine.remote_checkpoint import cache_path
+from mmbcn.engine.checkpoint.remote import cache_path
 from tool_runner import load_tool
 from toy_run import toy_config
 
@@ -46,33 +44,8 @@ def saved_bytes(obj, tmp_path) -> bytes:
 
 @pytest.fixture
 def server():
-    """A loopback HTTP server; ``server.files[url path] = bytes``."""
-    files = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-
-        def do_GET(self):
-            body = files.get(self.path)
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header('Content-Length', str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    httpd.files = files
-    httpd.url = functools.partial('http://127.0.0.1:{}{}'.format,
-                                  httpd.server_address[1])
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server() as httpd:
+        yield httpd
 
 
 @pytest.fixture
@@ -88,7 +61,7 @@ def test_every_mmengine_scheme_loads_through_mmbcn():
                    'torchvision://', 'mmcls://'):
         assert prefix in loaders
     assert {f.__module__ for f in loaders.values()} == {
-        'mmbcn.engine.checkpoint_schemes'}
+        'mmbcn.engine.checkpoint.schemes'}
 
 
 def test_local_payload_is_refused_even_when_torch_is_told_otherwise(
@@ -110,8 +83,9 @@ def test_remote_checkpoints_are_weights_only_and_cached_by_url(
         tmp_path, server, cache):
     first = {'state_dict': {'w': torch.zeros(2)}}
     second = {'state_dict': {'w': torch.ones(3)}}
-    server.files['/a/model.pth'] = saved_bytes(first, tmp_path)
-    server.files['/b/model.pth'] = saved_bytes(second, tmp_path)
+    server.routes['/a/model.pth'] = serve_bytes(saved_bytes(first, tmp_path))
+    server.routes['/b/model.pth'] = serve_bytes(
+        saved_bytes(second, tmp_path))
     got_a = _load_checkpoint(server.url('/a/model.pth'))
     got_b = _load_checkpoint(server.url('/b/model.pth'))
     assert torch.equal(got_a['state_dict']['w'], torch.zeros(2))
@@ -121,7 +95,7 @@ def test_remote_checkpoints_are_weights_only_and_cached_by_url(
         assert cache_path(url).startswith(str(cache))
 
     marker = tmp_path / 'ran'
-    server.files['/c/evil.pth'] = payload_bytes(str(marker))
+    server.routes['/c/evil.pth'] = serve_bytes(payload_bytes(str(marker)))
     with pytest.raises(UnsafeCheckpointError, match='refused'):
         _load_checkpoint(server.url('/c/evil.pth'))
     assert not marker.exists()
@@ -138,9 +112,10 @@ def test_open_mmlab_urls_load_weights_only(tmp_path, server, cache,
              toy_evil=server.url('/zoo/evil.pth'))))
     monkeypatch.setenv('MMENGINE_HOME', str(home))
     marker = tmp_path / 'ran'
-    server.files['/zoo/good.pth'] = saved_bytes({'w': torch.ones(1)},
-                                                tmp_path)
-    server.files['/zoo/evil.pth'] = payload_bytes(str(marker))
+    server.routes['/zoo/good.pth'] = serve_bytes(
+        saved_bytes({'w': torch.ones(1)}, tmp_path))
+    server.routes['/zoo/evil.pth'] = serve_bytes(
+        payload_bytes(str(marker)))
     assert torch.equal(_load_checkpoint('open-mmlab://toy_good')['w'],
                        torch.ones(1))
     with pytest.raises(UnsafeCheckpointError):
@@ -151,7 +126,7 @@ def test_open_mmlab_urls_load_weights_only(tmp_path, server, cache,
 def test_train_refuses_a_remote_payload_in_load_from(tmp_path, server,
                                                      cache):
     marker = tmp_path / 'ran'
-    server.files['/evil.pth'] = payload_bytes(str(marker))
+    server.routes['/evil.pth'] = serve_bytes(payload_bytes(str(marker)))
     cfg = toy_config(tmp_path, load_from=server.url('/evil.pth'))
     with pytest.raises(UnsafeCheckpointError, match='evil.pth'):
         load_tool('train').main([cfg, '--work-dir', str(tmp_path / 'w')])

@@ -2,21 +2,19 @@
 loadable (a cut-short transfer without Content-Length, a web page or a
 refused file is never cached), a server that drips bytes is stopped by the
 overall timeout, and every error names the URL and the cache file. The
-servers are loopback (127.0.0.1) HTTP servers of this test."""
-import functools
-import http.server
+servers are loopback (127.0.0.1) HTTP servers (helpers/http_server.py)."""
 import os
 import os.path as osp
-import threading
 import time
 
 import pytest
 import torch
+from http_server import loopback_server, send_body, serve_bytes
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import mmbcn  # noqa: F401
 from mmbcn.engine import CheckpointLoadError, UnsafeCheckpointError
-from mmbcn.engine.remote_checkpoint import cache_path, download_timeout
+from mmbcn.engine.checkpoint.remote import cache_path, download_timeout
 
 
 def checkpoint_bytes(tmp_path, value=1.0) -> bytes:
@@ -27,36 +25,8 @@ def checkpoint_bytes(tmp_path, value=1.0) -> bytes:
 
 @pytest.fixture
 def server():
-    """A loopback HTTP/1.0 server: ``server.routes[path]`` is a function
-    ``(handler, request number) -> None`` that writes the response;
-    ``server.url(path)``."""
-    routes, counts = {}, {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-
-        def do_GET(self):
-            counts[self.path] = counts.get(self.path, 0) + 1
-            route = routes.get(self.path)
-            if route is None:
-                self.send_error(404)
-                return
-            try:
-                route(self, counts[self.path])
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client stopped reading
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(('127.0.0.1', 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    httpd.routes, httpd.counts = routes, counts
-    httpd.url = functools.partial('http://127.0.0.1:{}{}'.format,
-                                  httpd.server_address[1])
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with loopback_server() as httpd:
+        yield httpd
 
 
 @pytest.fixture
@@ -64,16 +34,6 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv('MMBCN_CHECKPOINT_CACHE', str(tmp_path / 'cache'))
     monkeypatch.delenv('MMBCN_DOWNLOAD_TIMEOUT', raising=False)
     return tmp_path / 'cache'
-
-
-def body(handler, data, content_type='application/octet-stream',
-         length=True):
-    handler.send_response(200)
-    handler.send_header('Content-Type', content_type)
-    if length:
-        handler.send_header('Content-Length', str(len(data)))
-    handler.end_headers()
-    handler.wfile.write(data)
 
 
 def cached_files(cache):
@@ -87,8 +47,8 @@ def test_cut_short_download_is_not_cached(tmp_path, server, cache):
     data = checkpoint_bytes(tmp_path)
 
     def cut_once(handler, n):
-        body(handler, data[:len(data) // 2] if n == 1 else data,
-             length=False)
+        send_body(handler, data[:len(data) // 2] if n == 1 else data,
+                  length=False)
 
     server.routes['/m.pth'] = cut_once
     url = server.url('/m.pth')
@@ -105,7 +65,7 @@ def test_cut_short_download_is_not_cached(tmp_path, server, cache):
 def test_download_removes_what_a_killed_download_left(
         tmp_path, server, cache):
     data = checkpoint_bytes(tmp_path)
-    server.routes['/m.pth'] = lambda h, n: body(h, data)
+    server.routes['/m.pth'] = serve_bytes(data)
     url = server.url('/m.pth')
     os.makedirs(cache)
     name = osp.basename(cache_path(url))
@@ -117,8 +77,8 @@ def test_download_removes_what_a_killed_download_left(
 
 def test_web_page_is_named_as_one_and_not_cached(server, cache):
     page = b'<!DOCTYPE html><html><body>Please sign in</body></html>'
-    server.routes['/login.pth'] = lambda h, n: body(h, page, 'text/html')
-    server.routes['/plain.pth'] = lambda h, n: body(h, page)
+    server.routes['/login.pth'] = lambda h, n: send_body(h, page, 'text/html')
+    server.routes['/plain.pth'] = lambda h, n: send_body(h, page)
     for path in ('/login.pth', '/plain.pth'):
         url = server.url(path)
         with pytest.raises(CheckpointLoadError) as err:
@@ -132,7 +92,7 @@ def test_web_page_is_named_as_one_and_not_cached(server, cache):
 
 def test_damaged_cache_file_is_downloaded_again(tmp_path, server, cache):
     data = checkpoint_bytes(tmp_path, 2.0)
-    server.routes['/m.pth'] = lambda h, n: body(h, data)
+    server.routes['/m.pth'] = serve_bytes(data)
     url = server.url('/m.pth')
     os.makedirs(cache)
     with open(cache_path(url), 'wb') as f:

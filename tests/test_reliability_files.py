@@ -15,8 +15,8 @@ import torch
 from mmengine.config import Config
 
 import mmbcn  # noqa: F401
-from mmbcn.engine import (WorkDirBusyError, find_resume_checkpoint,
-                          work_dir_lock)
+from mmbcn.engine import find_resume_checkpoint
+from mmbcn.engine.runner_support import WorkDirBusyError, work_dir_lock
 from mmbcn.utils import (OutputPathError, atomic_outputs,
                          remove_stale_temporaries, scoped_build)
 from mmbcn_toy import STARTS
@@ -132,7 +132,7 @@ def test_second_training_run_in_a_live_work_dir_stops(tmp_path):
 
 HOLD = '''
 import sys
-from mmbcn.engine.work_dir_lock import work_dir_lock
+from mmbcn.engine.runner_support import work_dir_lock
 with work_dir_lock(sys.argv[1]):
     print('holding', flush=True)
     sys.stdin.read()

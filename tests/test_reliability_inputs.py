@@ -15,8 +15,9 @@ from mmengine.config import Config
 import mmbcn  # noqa: F401
 from mmbcn.datasets import ShapesCocoDataset, generate_shapes_coco
 from mmbcn.engine import (CheckpointLoadError, UnsafeCheckpointError,
-                          load_weights_only, prepare_and_check_data)
-from mmbcn.engine.plain_state import TAG, PlainStateError, decode
+                          load_weights_only)
+from mmbcn.engine.checkpoint.plain_state import TAG, PlainStateError, decode
+from mmbcn.engine.runner_support import prepare_and_check_data
 from tool_runner import load_tool
 from toy_run import toy_config
 

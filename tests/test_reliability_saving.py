@@ -1,6 +1,6 @@
 """Saving never loses the last good checkpoint and never writes one that
 does not load back with weights_only=True; --resume skips a truncated
-newest checkpoint with a warning (issue 12, item 7)."""
+newest checkpoint with a warning."""
 import os
 import os.path as osp
 import sys
@@ -11,7 +11,7 @@ import torch
 
 import mmbcn  # noqa: F401
 from mmbcn.engine import CheckpointLoadError
-from mmbcn.engine.plain_state import decode, encode
+from mmbcn.engine.checkpoint.plain_state import decode, encode
 from mmbcn_toy import STARTS, awkward_objects
 from tool_runner import load_tool, run
 from toy_run import toy_config

@@ -1,8 +1,9 @@
-"""tools/train.py --tensorboard (mmbcn.engine.add_tensorboard)."""
+"""tools/train.py --tensorboard
+(mmbcn.engine.runner_support.add_tensorboard)."""
 from mmengine.config import Config
 from mmengine.registry import VISUALIZERS
 
-from mmbcn.engine import add_tensorboard
+from mmbcn.engine.runner_support import add_tensorboard
 
 
 def test_backend_kept_when_a_visualizer_of_that_name_exists(tmp_path):

@@ -1,5 +1,5 @@
-"""mmbcn.engine.tool_setup: prepare_and_check_data names a dataset type
-no imported module registers with the module to import;
+"""mmbcn.engine.runner_support.tool_setup: prepare_and_check_data names a
+dataset type no imported module registers with the module to import;
 write_results_on_main_process gives the tools a logger hook whose test
 metrics file only the main process writes."""
 import subprocess
@@ -8,7 +8,8 @@ import sys
 import pytest
 from mmengine.config import Config
 
-from mmbcn.engine import prepare_and_check_data, write_results_on_main_process
+from mmbcn.engine.runner_support import (prepare_and_check_data,
+                                         write_results_on_main_process)
 
 
 def config(dataset_type):
@@ -29,7 +30,7 @@ def test_demo_dataset_without_its_module_names_the_module():
     code = (
         'import mmdet.datasets, mmbcn\n'
         'from test_tool_setup import config\n'
-        'from mmbcn.engine import prepare_and_check_data\n'
+        'from mmbcn.engine.runner_support import prepare_and_check_data\n'
         'try:\n'
         "    prepare_and_check_data(config('ShapesCocoDataset'), "
         "['train_dataloader'])\n"

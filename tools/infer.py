@@ -29,8 +29,8 @@ REPO = osp.dirname(HERE)
 sys.path.insert(0, REPO)
 
 from mmbcn.engine import CheckpointLoadError  # noqa: E402
-from mmbcn.engine.checkpoint_hook import load_model_weights  # noqa: E402
-from mmbcn.engine.plain_state import decode  # noqa: E402
+from mmbcn.engine import load_model_weights  # noqa: E402
+from mmbcn.engine.checkpoint.plain_state import decode  # noqa: E402
 from mmbcn.utils import (OutputPathError, atomic_outputs,  # noqa: E402
                          check_outputs)
 

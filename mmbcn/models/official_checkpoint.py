@@ -2,9 +2,9 @@
 """The authors' released BCN+WS checkpoints, converted to mmdet's / mmseg's
 layout.
 
-Source format (GUIDE section 5): torchvision-style ResNet / ResNeXt saved
-from a (Distributed)DataParallel model, so keys may carry a ``module.``
-prefix; the file holds a bare state dict or ``{'state_dict': ..., 'epoch',
+Source format: torchvision-style ResNet / ResNeXt saved from a
+(Distributed)DataParallel model, so keys may carry a ``module.`` prefix;
+the file holds a bare state dict or ``{'state_dict': ..., 'epoch',
 'best_acc', 'optimizer', ...}``. Every conv is WS without bias; every norm
 is BCN with 32 groups, stored as a BatchNorm ``pbn`` (the batch step,
 Eq. 13) and the group step's per-group affine of shape (1, G, 1) (Eq. 15).
@@ -50,8 +50,8 @@ import torch
 from mmseg.registry import MODELS
 from torch import Tensor
 
-from ..engine.checkpoint_hook import strip_module_prefix
-from ..engine.weights_only_load import not_a_torch_file
+from ..engine.checkpoint.load import not_a_torch_file
+from ..engine.checkpoint.model_weights import strip_module_prefix
 from ..utils import atomic_save, check_outputs, scoped_build
 from ..version import __version__
 from . import decode_heads  # noqa: F401  (registers BCNASPPHead)

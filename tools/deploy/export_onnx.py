@@ -40,8 +40,8 @@ from mmbcn.deploy import fold_bcn
 from mmbcn.deploy.onnx_export import (compare, export, export_target,
                                       flat_tensors, output_names,
                                       run_onnxruntime)
-from mmbcn.engine import prepare_and_check_data
-from mmbcn.engine.checkpoint_hook import load_model_weights
+from mmbcn.engine import load_model_weights
+from mmbcn.engine.runner_support import prepare_and_check_data
 from mmbcn.utils import (OutputPathError, atomic_outputs, build_model,
                          check_outputs, scoped_build)
 

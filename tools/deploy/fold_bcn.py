@@ -49,8 +49,7 @@ from mmengine.config import Config, DictAction
 
 import mmbcn  # noqa: F401
 from mmbcn.deploy import fold_bcn, folded_config, transfer_state
-from mmbcn.engine import load_weights_only
-from mmbcn.engine.checkpoint_hook import load_model_weights
+from mmbcn.engine import load_model_weights, load_weights_only
 from mmbcn.utils import (OutputPathError, atomic_outputs, build_model,
                          check_outputs)
 

@@ -13,7 +13,7 @@ from torch import nn
 @MODELS.register_module()
 class BCNASPPHead(BaseDecodeHead):
     """DeepLabV3's ASPP head as the authors' released BCN+WS VOC model
-    computes it (GUIDE section 5).
+    computes it.
 
     For an input x (N, in_channels, H, W), each branch ends in the norm
     layer and ReLU; module names in brackets are the authors' (``aspp.*``)::

@@ -11,7 +11,7 @@ from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
 from mmbcn.utils import atomic_outputs, remove_stale_temporaries
-from .weights_only_load import load_weights_only
+from .load import load_weights_only
 
 
 @HOOKS.register_module()

@@ -28,7 +28,7 @@ def load_weights_only(source: Union[str, bytes, io.IOBase],
                       mmap: bool = False) -> Any:
     """The object in ``source`` (a path, bytes or a file object), read with
     ``weights_only=True``; mmbcn's plain-data encoding
-    (:mod:`mmbcn.engine.plain_state`) is decoded.
+    (:mod:`.plain_state`) is decoded.
 
     Raises:
         FileNotFoundError: ``source`` is a path that does not exist.

@@ -26,8 +26,7 @@ from typing import Any
 from mmengine.dist import barrier, get_dist_info
 
 from mmbcn.utils import atomic_outputs, remove_stale_temporaries
-from .weights_only_load import (CheckpointLoadError, UnsafeCheckpointError,
-                                load_weights_only)
+from .load import CheckpointLoadError, UnsafeCheckpointError, load_weights_only
 
 
 def cache_dir() -> str:

@@ -6,7 +6,7 @@ import re
 import warnings
 from typing import List, Optional, Sequence
 
-from .weights_only_load import CheckpointLoadError, load_weights_only
+from .load import CheckpointLoadError, load_weights_only
 
 _NAME = re.compile(r'^(?:iter|epoch)_(\d+)\.pth$')
 

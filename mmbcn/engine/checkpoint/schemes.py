@@ -2,8 +2,8 @@
 """Every checkpoint scheme of mmengine's ``CheckpointLoader`` (local files,
 ``http(s)://``, ``open-mmlab://``, ``torchvision://``, ``mmcls://``,
 ``s3://``, ``pavi://``) re-registered on ``import mmbcn`` with loaders
-that read with ``weights_only=True`` (:mod:`.weights_only_load`) and
-download into a cache keyed by the URL (:mod:`.remote_checkpoint`).
+that read with ``weights_only=True`` (:mod:`.load`) and
+download into a cache keyed by the URL (:mod:`.remote`).
 
 ``Runner``'s ``load_from`` and ``resume``, ``init_cfg=dict(type=
 'Pretrained')`` and ``mmengine.runner.load_checkpoint`` all load through
@@ -21,8 +21,8 @@ from mmengine.logging import print_log
 from mmengine.runner import checkpoint as mm_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
-from .remote_checkpoint import load_remote
-from .weights_only_load import load_weights_only
+from .load import load_weights_only
+from .remote import load_remote
 
 
 def load_from_local(filename, map_location=None):
