@@ -14,6 +14,9 @@ from PIL import Image
 from torch import nn
 
 from mmbcn.datasets import generate_shapes_coco
+from mmbcn.demo.results import kept_rows
+from mmbcn.demo.run_config import scaled_schedule, write_run_config
+from mmbcn.demo.supervise import Job, ProgressLine, run_jobs
 from mmbcn.utils import scoped_build
 from tool_runner import REPO, load_tool, run
 
@@ -38,6 +41,14 @@ def data_options(root, evaluator=True):
     return options
 
 
+def seg_options(tmp_path):
+    """The segmentation data in ``tmp_path``, 2 images per iteration, the
+    first 4 validation images."""
+    return data_options(tmp_path / 'voc', evaluator=False) + [
+        'train_dataloader.batch_size=2', 'val_dataloader.dataset.indices=4'
+    ]
+
+
 def check_pictures(work):
     for name in ('curves.png', 'predictions.png'):
         with Image.open(work / name) as img:
@@ -51,7 +62,7 @@ def test_detection_demo_trains_both_and_writes_table_and_pictures(tmp_path):
     work = tmp_path / 'work'
     proc = run([
         sys.executable, DEMO, '--max-iters', '4', '--img-size', '96',
-        '--val-interval', '2', '--work-dir',
+        '--val-interval', '4', '--work-dir',
         str(work), '--cfg-options'
     ] + data_options(data))
     summary = json.loads((work / 'results.json').read_text())
@@ -70,6 +81,9 @@ def test_detection_demo_trains_both_and_writes_table_and_pictures(tmp_path):
     assert table[2].startswith('| BCN+WS |') and table[3].startswith(
         '| GN+WS |')
     assert '| BCN+WS |' in proc.stdout and '| GN+WS |' in proc.stdout
+    progress = [line for line in proc.stdout.splitlines()
+                if line.startswith('  training:')]
+    assert len(progress) == len(set(progress))  # printed when it changes
     check_pictures(work)
     # the two runs differ in the normalization only: BCN in estimate mode
     # (its estimates moved by the hook) against GroupNorm
@@ -82,7 +96,7 @@ def test_detection_demo_trains_both_and_writes_table_and_pictures(tmp_path):
     for run_dir in ('bcn', 'gn'):
         text = (work / run_dir / 'demo_config.py').read_text()
         assert 'randomness = dict(seed=0)' in text
-        assert 'max_iters=4' in text
+        assert 'max_iters=4' in text and 'val_interval=4' in text
 
 
 @pytest.mark.slow
@@ -90,23 +104,23 @@ def test_segmentation_demo_trains_both_then_adds_syncbn(tmp_path):
     work = tmp_path / 'work'
     run([
         sys.executable, DEMO, '--task', 'segmentation', '--max-iters', '2',
-        '--work-dir',
+        '--val-interval', '2', '--work-dir',
         str(work), '--cfg-options'
-    ] + data_options(tmp_path / 'voc', evaluator=False) +
-        ['train_dataloader.batch_size=2'])
+    ] + seg_options(tmp_path))
     rows = json.loads((work / 'results.json').read_text())['runs']
     assert [r['name'] for r in rows] == ['SyncBCN+WS', 'GN+WS']
     for row in rows:
         assert row['iterations'] == 2 and 0.0 <= row['mIoU'] <= 100.0
+    result = json.loads((work / 'gn' / 'result.json').read_text())
+    assert [i for i, _ in result['history']['mIoU']] == [2]  # one validation
     check_pictures(work)
     # SyncBN added to the finished demo: its row joins the two others
     before = (work / 'results.json').read_text()
     proc = run([
         sys.executable, DEMO, '--task', 'segmentation', '--runs', 'bn',
-        '--max-iters', '2', '--work-dir',
+        '--max-iters', '2', '--val-interval', '2', '--work-dir',
         str(work), '--cfg-options'
-    ] + data_options(tmp_path / 'voc', evaluator=False) +
-        ['train_dataloader.batch_size=2'])
+    ] + seg_options(tmp_path))
     summary = json.loads((work / 'results.json').read_text())
     assert [r['name'] for r in summary['runs']] == [
         'SyncBCN+WS', 'GN+WS', 'SyncBN']
@@ -124,7 +138,6 @@ def test_segmentation_demo_trains_both_then_adds_syncbn(tmp_path):
 
 
 def test_schedule_follows_the_budget():
-    demo = load_tool('demo')
     schedule = [
         dict(
             type='LinearLR',
@@ -140,13 +153,13 @@ def test_schedule_follows_the_budget():
             milestones=[800],
             gamma=0.1)
     ]
-    warmup, steps = demo.scaled_schedule(schedule, 1000, 500)
+    warmup, steps = scaled_schedule(schedule, 1000, 500)
     assert warmup['end'] == 50  # a warm-up keeps its length
     assert (steps['end'], steps['milestones']) == (500, [400])
-    warmup, steps = demo.scaled_schedule(schedule, 1000, 4)
+    warmup, steps = scaled_schedule(schedule, 1000, 4)
     assert warmup['end'] == 4 and steps['milestones'] == [3]
     with pytest.raises(ValueError, match='iteration-based'):
-        demo.scaled_schedule([dict(type='MultiStepLR', by_epoch=True)], 10, 5)
+        scaled_schedule([dict(type='MultiStepLR', by_epoch=True)], 10, 5)
 
 
 # ------------------------------------------------------------ SyncBN run
@@ -219,7 +232,7 @@ def test_summarize_three_runs_pairs_each_with_gn_ws(tmp_path):
     assert rows['SyncBN − GN+WS (paired) (seeds 0, 1)'] == '-8.50 ± 2.12'
 
 
-def finished_demo(tmp_path, demo, **settings):
+def finished_demo(tmp_path, **settings):
     """A work dir holding a finished two-run segmentation demo (its rows
     and dumped run configs) with ``settings``; the args that add SyncBN."""
     options = dict(seed=0, max_iters=4, val_interval=None, img_size=None)
@@ -228,7 +241,7 @@ def finished_demo(tmp_path, demo, **settings):
                              **dict(options, **settings))
     for run_name in ('bcn', 'gn'):
         (work / run_name).mkdir(parents=True)
-        demo.write_run_config(SEG_DEMO.format(
+        write_run_config(SEG_DEMO.format(
             'syncbcn-ws' if run_name == 'bcn' else 'gn-ws'),
             str(work / run_name), old)
     rows = [dict(run='bcn', name='SyncBCN+WS'), dict(name='GN+WS')]
@@ -240,19 +253,18 @@ def finished_demo(tmp_path, demo, **settings):
     new = argparse.Namespace(task='segmentation', work_dir=str(work),
                              cfg_options=[], **options)
     (work / 'bn').mkdir()
-    config = demo.write_run_config(SEG_DEMO.format('syncbn'),
-                                   str(work / 'bn'), new)
+    config = write_run_config(SEG_DEMO.format('syncbn'), str(work / 'bn'),
+                              new)
     return new, config
 
 
 def test_added_run_keeps_the_rows_of_the_same_settings(tmp_path):
-    demo = load_tool('demo')
-    args, config = finished_demo(tmp_path, demo)
-    kept, previous = demo.kept_rows(args, ['bn'], config)
+    args, config = finished_demo(tmp_path)
+    kept, previous = kept_rows(args, ['bn'], config)
     assert [r['name'] for r in kept] == ['SyncBCN+WS', 'GN+WS']
     assert previous['seed'] == 0
     # training every run again starts a new table
-    assert demo.kept_rows(args, ['bcn', 'gn', 'bn'], config) == ([], None)
+    assert kept_rows(args, ['bcn', 'gn', 'bn'], config) == ([], None)
 
 
 @pytest.mark.parametrize('settings,options,named', [
@@ -263,9 +275,43 @@ def test_added_run_keeps_the_rows_of_the_same_settings(tmp_path):
 ])
 def test_added_run_with_other_settings_is_refused(tmp_path, settings,
                                                   options, named):
-    demo = load_tool('demo')
-    args, config = finished_demo(tmp_path, demo, **settings)
+    args, config = finished_demo(tmp_path, **settings)
     args.cfg_options = options
     with pytest.raises(SystemExit) as error:
-        demo.kept_rows(args, ['bn'], config)
+        kept_rows(args, ['bn'], config)
     assert named in str(error.value) and '--work-dir' in str(error.value)
+
+
+# ------------------------------------------------------ worker processes
+def test_progress_line_is_printed_when_it_changes(capsys):
+    now = [0.0]
+    line = ProgressLine(interval=60, clock=lambda: now[0])
+    printed = []
+    for t, text in [(10, 'a starting'), (61, 'a starting'),
+                    (200, 'a starting'), (300, 'a iter 5/9'),
+                    (310, 'a iter 6/9'), (400, 'a iter 6/9'),
+                    (420, 'a iter 7/9')]:
+        now[0] = t
+        if line.update(text):
+            printed.append(t)
+    assert printed == [61, 300, 400]
+    assert capsys.readouterr().out.splitlines() == [
+        'a starting', 'a iter 5/9', 'a iter 6/9']
+
+
+def test_run_jobs_runs_each_and_stops_at_the_first_failure(tmp_path):
+    def job(name, code):
+        return Job(name, [sys.executable, '-c', code],
+                   str(tmp_path / f'{name}.log'))
+
+    done = []
+    run_jobs([job('a', 'print("A")'), job('b', 'print("B")')], str(tmp_path),
+             concurrent=False, threads=1, on_done=lambda j: done.append(j))
+    assert [j.name for j in done] == ['a', 'b']
+    assert (tmp_path / 'b.log').read_text() == 'B\n'
+    with pytest.raises(SystemExit) as error:
+        run_jobs([job('c', 'import time; time.sleep(60)'),
+                  job('d', 'raise SystemExit("d broke")')], str(tmp_path),
+                 concurrent=True, threads=1)
+    assert 'd training failed (1)' in str(error.value)
+    assert 'd broke' in str(error.value)
