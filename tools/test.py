@@ -14,12 +14,9 @@ the config (refused before anything runs). The metrics file
 (WORK_DIR/TIMESTAMP/TIMESTAMP.json) is written by the main process only.
 """
 import argparse
-import os
 import os.path as osp
 
-from mmengine.config import DictAction
-from mmengine.registry import RUNNERS
-from mmengine.runner import Runner
+from train import build_runner, parse_run_args  # tools/train.py
 
 import mmbcn  # noqa: F401
 from mmbcn.engine import (add_weights_only_checkpoints, enable_show_dir,
@@ -45,16 +42,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--allow-partial', action='store_true',
         help='evaluate even if the checkpoint leaves model keys unloaded')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override config settings, xxx=yyy (lists: key="[a,b]")')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_run_args(parser, argv)
 
 
 def check_out(args) -> None:
@@ -95,9 +83,7 @@ def main(argv=None):
         enable_show_dir(cfg, args.show_dir, args.show_interval)
     prepare_cpu_distributed(cfg, args.launcher)
     prepare_and_check_data(cfg, ['test_dataloader'])
-    runner = (Runner.from_cfg(cfg)
-              if 'runner_type' not in cfg else RUNNERS.build(cfg))
-    return runner.test()
+    return build_runner(cfg).test()
 
 
 if __name__ == '__main__':

@@ -60,6 +60,13 @@ def parse_args(argv=None):
         '--tensorboard', action='store_true',
         help='also log to TensorBoard (TensorboardVisBackend; needs the '
         'tensorboard package): events under WORK_DIR/TIMESTAMP/vis_data')
+    return parse_run_args(parser, argv)
+
+
+def parse_run_args(parser: argparse.ArgumentParser, argv=None):
+    """``argv`` parsed with the options this tool and tools/test.py add
+    last (--cfg-options, --launcher, --local-rank); LOCAL_RANK set from
+    --local-rank unless the launcher set it."""
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, xxx=yyy (lists: key="[a,b]")')
@@ -70,6 +77,12 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     return args
+
+
+def build_runner(cfg):
+    """The config's Runner (its ``runner_type`` if it names one)."""
+    return (Runner.from_cfg(cfg)
+            if 'runner_type' not in cfg else RUNNERS.build(cfg))
 
 
 def check_amp_device(args) -> None:
@@ -140,8 +153,7 @@ def main(argv=None):
             # before anything is written into it: a second run into this
             # work directory stops here
             stack.enter_context(work_dir_lock(cfg.work_dir))
-        runner = (Runner.from_cfg(cfg)
-                  if 'runner_type' not in cfg else RUNNERS.build(cfg))
+        runner = build_runner(cfg)
         runner.train()
     return runner
 

@@ -18,14 +18,13 @@ CIFAR-10 in its python format with --cifar10 PATH.
 """
 import argparse
 import math
-import os.path as osp
 import time
 
 import torch
+from analysis_common import add_data_options, parse_checked, prepare, report
 
 import mmbcn  # noqa: F401  (registers WSConv, BCN)
-from mmbcn.analysis import (FourLayerConvNet, evaluate, load_data, train,
-                            write_report)
+from mmbcn.analysis import FourLayerConvNet, evaluate, train
 
 COLUMNS = ('sigma_mu', 'sigma_sigma', 'test_acc', 'final_loss', 'failed',
            'diverged')
@@ -65,23 +64,9 @@ def parse_args(argv=None):
         '--fail-below', type=float, default=0.7,
         help='test accuracy below which a run counts as a failure (the '
         "paper's 70%%)")
-    parser.add_argument('--seed', type=int, default=0,
-                        help='seed of the draws, initialization and order')
-    parser.add_argument('--cifar10', metavar='PATH',
-                        help='CIFAR-10 python-format folder (default: the '
-                        'bundled digits)')
-    parser.add_argument('--image-size', type=int, default=16,
-                        help='digits upsampled to this side')
-    parser.add_argument('--train-size', type=int,
-                        help='CIFAR-10 training subset size')
-    parser.add_argument('--test-size', type=int,
-                        help='CIFAR-10 test subset size')
-    parser.add_argument('--threads', type=int, default=1,
-                        help='torch CPU threads')
-    parser.add_argument('--out-dir', default='docs/figures')
-    args = parser.parse_args(argv)
-    if args.epochs <= 0:
-        parser.error(f'--epochs must be positive, got {args.epochs}')
+    add_data_options(parser,
+                     seed_help='seed of the draws, initialization and order')
+    args = parse_checked(parser, argv)
     args.sigma_mu = args.sigma_mu or args.grid
     args.sigma_sigma = args.sigma_sigma or args.grid
     return args
@@ -106,7 +91,8 @@ def run_cell(args, data, sigma_mu: float, sigma_sigma: float) -> dict:
                 diverged='yes' if diverged else 'no')
 
 
-def plot(rows, path: str, title: str, fail_below: float) -> None:
+def plot(rows, title: str, fail_below: float):
+    """The scatter plot of the grid (a matplotlib figure)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -144,21 +130,13 @@ def plot(rows, path: str, title: str, fail_below: float) -> None:
     ax.legend(loc='upper center', bbox_to_anchor=(0.5, -0.14), ncol=2,
               fontsize=8, markerscale=0.5)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    data = load_data(args.cifar10, args.image_size, args.train_size,
-                     args.test_size, args.seed)
-    dataset = 'cifar10' if args.cifar10 else 'digits'
-    print(f'{dataset}: {len(data[1])} training / {len(data[3])} test '
-          f'images of shape {tuple(data[0].shape[1:])}', flush=True)
+    data, dataset, start = prepare(args)
     rows = []
-    start = time.time()
     for sigma_mu in args.sigma_mu:
         for sigma_sigma in args.sigma_sigma:
             row = run_cell(args, data, sigma_mu, sigma_sigma)
@@ -168,13 +146,10 @@ def main(argv=None):
                   f"{row['final_loss']:.4f}"
                   f"{'  FAILED' if row['failed'] == 'yes' else ''}"
                   f'  ({time.time() - start:.0f} s)', flush=True)
-    stem = osp.join(args.out_dir, f'fig1_fixed_statistics_{dataset}')
-    table = write_report(stem, rows, COLUMNS)
     title = (f'Fixed-statistics norm (Eq. 6-7), 4-layer conv net, {dataset}'
              f'\n{args.epochs} epochs; circle size ~ test accuracy (%)')
-    plot(rows, stem + '.png', title, args.fail_below)
-    print(table)
-    print(f'wrote {stem}.csv, .md, .png in {time.time() - start:.0f} s')
+    report(args, 'fig1_fixed_statistics', dataset, rows, COLUMNS,
+           plot(rows, title, args.fail_below), start)
     return rows
 
 

@@ -17,14 +17,13 @@ CIFAR-10 in its python format with --cifar10 PATH.
         --depth 20 --epochs 30 --train-size 10000
 """
 import argparse
-import os.path as osp
 import time
 
 import torch
+from analysis_common import add_data_options, parse_checked, prepare, report
 
 import mmbcn  # noqa: F401  (registers WSConv, BCN)
-from mmbcn.analysis import (CifarResNet, SingularityProbe, evaluate, load_data,
-                            train, write_report)
+from mmbcn.analysis import CifarResNet, SingularityProbe, evaluate, train
 
 VARIANTS = {
     'GN': (dict(type='GN'), None),
@@ -65,22 +64,8 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=int, default=64)
     parser.add_argument('--momentum', type=float, default=0.1,
                         help='running-average factor of tracked statistics')
-    parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--cifar10', metavar='PATH',
-                        help='CIFAR-10 python-format folder (default: the '
-                        'bundled digits)')
-    parser.add_argument('--image-size', type=int, default=16,
-                        help='digits upsampled to this side')
-    parser.add_argument('--train-size', type=int,
-                        help='CIFAR-10 training subset size')
-    parser.add_argument('--test-size', type=int,
-                        help='CIFAR-10 test subset size')
-    parser.add_argument('--threads', type=int, default=1,
-                        help='torch CPU threads')
-    parser.add_argument('--out-dir', default='docs/figures')
-    args = parser.parse_args(argv)
-    if args.epochs <= 0:
-        parser.error(f'--epochs must be positive, got {args.epochs}')
+    add_data_options(parser)
+    args = parse_checked(parser, argv)
     if args.depth < 8 or (args.depth - 2) % 6:
         parser.error(f'--depth must be 6n+2 (8, 14, 20, ...), got '
                      f'{args.depth}')
@@ -112,7 +97,8 @@ def run_variant(args, data, name: str):
     return rows
 
 
-def plot(rows, variants, path: str, title: str) -> None:
+def plot(rows, variants, title: str):
+    """StatDiff's mean and std against epoch (a matplotlib figure)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -134,21 +120,13 @@ def plot(rows, variants, path: str, title: str) -> None:
         ax.set_ylim(bottom=0)
     axes[0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def main(argv=None):
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    data = load_data(args.cifar10, args.image_size, args.train_size,
-                     args.test_size, args.seed)
-    dataset = 'cifar10' if args.cifar10 else 'digits'
-    print(f'{dataset}: {len(data[1])} training / {len(data[3])} test '
-          f'images of shape {tuple(data[0].shape[1:])}', flush=True)
+    data, dataset, start = prepare(args)
     rows = []
-    start = time.time()
     for name in args.variants:
         mine = run_variant(args, data, name)
         rows += mine
@@ -159,14 +137,11 @@ def main(argv=None):
                   f"dead {r['dead_fraction']:.4f} small "
                   f"{r['small_scale_fraction']:.4f}", flush=True)
         print(f'{name} done ({time.time() - start:.0f} s)', flush=True)
-    stem = osp.join(args.out_dir, f'fig3_stat_diff_{dataset}')
     last = [r for r in rows if r['epoch'] == max(
         q['epoch'] for q in rows if q['variant'] == r['variant'])]
-    table = write_report(stem, rows, COLUMNS, last)
-    plot(rows, args.variants, stem + '.png',
-         f'ResNet-{args.depth} on {dataset}, {args.epochs} epochs')
-    print(table)
-    print(f'wrote {stem}.csv, .md, .png in {time.time() - start:.0f} s')
+    title = f'ResNet-{args.depth} on {dataset}, {args.epochs} epochs'
+    report(args, 'fig3_stat_diff', dataset, rows, COLUMNS,
+           plot(rows, args.variants, title), start, last)
     return rows
 
 

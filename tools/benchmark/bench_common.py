@@ -1,8 +1,9 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
 """What the benchmarks in this folder share: timing (interleaved rounds,
 paired ratios), memory (autograd's saved bytes, the peak of a block, CPU
-peaks in a child process), the description of the machine and the run,
-and the outputs (``<name>.json`` and ``<name>.md``, written atomically).
+peaks in a child process), the start of every ``main`` (the memory
+worker, threads, the description of the machine and the run) and the
+outputs (``<name>.json`` and ``<name>.md``, written atomically).
 
 Imports with torch alone (no OpenMMLab package): ``layer_speed.py`` runs
 on a GPU machine that has torch (and Triton) only. The scripts import it
@@ -217,6 +218,33 @@ def reexec_with_timing_allocator() -> None:
         f'{k}={v}' for k, v in TIMING_MALLOC_ENV.items()), flush=True)
     os.execve(sys.executable, [sys.executable, sys.argv[0]] + argv,
               dict(os.environ, **TIMING_MALLOC_ENV))
+
+
+# ------------------------------------------------------------ begin, end
+def begin(argv: Optional[Sequence[str]], parse_args: Callable,
+          memory_worker: Callable[[dict], None]):
+    """The start every benchmark's ``main`` shares: parse ``argv`` (None:
+    the command line); in a memory worker (``--memory-worker JSON``) run
+    ``memory_worker`` on its spec and return None; else set ``--threads``
+    and return (argv, args, device, environment)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if args.memory_worker:
+        memory_worker(json.loads(args.memory_worker))
+        return None
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    return argv, args, device, environment(device, [sys.argv[0]] + argv)
+
+
+def finish(out_dir: str, name: str, env: dict, results: dict,
+           text: str) -> dict:
+    """Write the benchmark's outputs (``write_outputs``: the environment
+    and ``results`` as JSON, ``text`` as markdown); return that data."""
+    data = dict(environment=env, results=results)
+    write_outputs(out_dir, name, data, text)
+    return data
 
 
 # ---------------------------------------------------------------- report

@@ -47,22 +47,21 @@ import argparse
 import copy
 import json
 import os.path as osp
-import sys
 import time
 
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
 import mmbcn  # noqa: F401
-from bench_common import (add_output_options, environment, fmt, interleaved,
+from bench_common import (add_output_options, begin, finish, fmt, interleaved,
                           load_average, markdown_table, median_seconds,
                           paired_ratio, peak_memory,
                           reexec_with_timing_allocator, run_memory_worker,
-                          saved_bytes_counter, write_outputs)
-from mmbcn.cnn import BatchChannelNorm
+                          saved_bytes_counter)
 from mmbcn.deploy import fold_bcn
 from mmbcn.deploy.folded_config import (WS_CONV_TYPES, group_norm_cfg,
                                         is_bcn_cfg)
+from mmbcn.ops import BatchChannelNorm
 from mmbcn.utils import is_type, rewrite_dicts, scoped_build
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -235,15 +234,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    if args.memory_worker:
-        memory_worker(json.loads(args.memory_worker))
+    started = begin(argv, parse_args, memory_worker)
+    if started is None:  # a memory worker
         return {}
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    env = environment(device, [sys.argv[0]] + argv)
+    argv, args, device, env = started
     env['config'] = args.config
     print(f'torch {env["torch"]}, {env["threads"]} threads, {device}, load '
           f'average {env["load_average"]}\nconfig: {env["config"]}',
@@ -386,9 +380,7 @@ def main(argv=None) -> dict:
                         'ratio', 'target'], rows),
         f'\n`{env["command"]}`'
     ])
-    data = dict(environment=env, results=results)
-    write_outputs(args.out_dir, 'detection_step', data, text)
-    return data
+    return finish(args.out_dir, 'detection_step', env, results, text)
 
 
 if __name__ == '__main__':

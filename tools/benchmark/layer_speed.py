@@ -54,14 +54,13 @@ import argparse
 import json
 import math
 import statistics
-import sys
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench_common import (add_output_options, environment, fmt, interleaved,
+from bench_common import (add_output_options, begin, fmt, interleaved,
                           load_average, markdown_table, paired_ratio,
                           peak_memory, reexec_with_timing_allocator,
                           run_memory_worker, saved_bytes_counter,
@@ -292,13 +291,10 @@ def parse_args(argv=None):
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    if args.memory_worker:
-        memory_worker(json.loads(args.memory_worker))
+    started = begin(argv, parse_args, memory_worker)
+    if started is None:  # a memory worker
         return {}
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    _, args, device, env = started
     variants = args.variants or default_variants(device)
     if args.compile:
         variants += [v + COMPILED for v in ('GN', 'BCN', 'BCN-est')
@@ -312,8 +308,6 @@ def main(argv=None) -> dict:
             shapes.append((n, channels, max(1, height // stride),
                            max(1, width // stride)))
     dtypes = [getattr(torch, d) for d in args.dtype]
-    env = environment(device, [sys.argv[0]] + list(
-        sys.argv[1:] if argv is None else argv))
     env['copy_gb_s'] = {
         str(d).replace('torch.', ''): copy_bandwidth(device, d, args.repeat)
         / 1e9 for d in dtypes}

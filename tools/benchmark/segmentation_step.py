@@ -29,7 +29,6 @@ run with the allocator settings of ``layer_speed.py`` (freed memory kept;
 import argparse
 import json
 import os.path as osp
-import sys
 
 import torch
 from mmengine.config import Config
@@ -37,11 +36,11 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.structures import PixelData
 
 import mmbcn  # noqa: F401  (registers SyncBCN, WSConv)
-from bench_common import (add_output_options, environment, fmt, interleaved,
+from bench_common import (add_output_options, begin, finish, fmt, interleaved,
                           load_average, markdown_table, median_seconds,
                           paired_ratio, peak_memory,
                           reexec_with_timing_allocator, run_memory_worker,
-                          synchronize, write_outputs)
+                          synchronize)
 from mmbcn.utils import build_model
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -159,15 +158,10 @@ def memory_worker(spec: dict) -> None:
 
 
 def main(argv=None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    if args.memory_worker:
-        memory_worker(json.loads(args.memory_worker))
+    started = begin(argv, parse_args, memory_worker)
+    if started is None:  # a memory worker
         return {}
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    env = environment(device, [sys.argv[0]] + argv)
+    argv, args, device, env = started
     models, batch = build_all(args, CONFIGS)
     print(f'device {args.device} ({torch.get_num_threads()} threads), '
           f'DeepLabV3 ResNet-{args.depth}, {args.batch} images of '
@@ -221,9 +215,7 @@ def main(argv=None) -> dict:
                         'peak MiB'], rows),
         f'\n`{env["command"]}`'
     ])
-    data = dict(environment=env, results=results)
-    write_outputs(args.out_dir, 'segmentation_step', data, text)
-    return data
+    return finish(args.out_dir, 'segmentation_step', env, results, text)
 
 
 if __name__ == '__main__':
