@@ -54,7 +54,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--max-iters',
         type=int,
-        help="both runs' iterations (default: the config's); "
+        help="every run's iterations (default: the config's); "
         'the lr schedule is scaled to it')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument(
@@ -80,7 +80,7 @@ def parse_args(argv=None):
         '--sequential',
         action='store_true',
         help='train one run after the other (default: '
-        'both at once, one thread each)')
+        'all at once, one thread each)')
     parser.add_argument(
         '--threads',
         type=int,
@@ -92,7 +92,7 @@ def parse_args(argv=None):
         nargs='+',
         default=[],
         metavar='K=V',
-        help='config overrides for both runs '
+        help='config overrides for every run '
         '(as tools/train.py)')
     parser.add_argument(
         '--bcn-cfg-options',
@@ -106,7 +106,7 @@ def parse_args(argv=None):
         action='store_true',
         help='detection: fine-tune from backbones pretrained on the '
         'bundled classification set (BCN+WS / GN+WS, large batch; '
-        'cached, tools/demo_pretrain.py)')
+        'cached; mmbcn.demo.pretrain)')
     parser.add_argument(
         '--pretrain-iters',
         type=int,
@@ -133,8 +133,8 @@ def parse_args(argv=None):
         nargs='+',
         metavar='WORK_DIR',
         help='print mean +- std over the results.json of '
-        'these finished demos (e.g. several seeds) and '
-        'exit')
+        'these finished demos (e.g. several seeds), per run and of '
+        'each run\'s paired difference to GN+WS, and exit')
     parser.add_argument('--worker', metavar='JOB', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.work_dir is None:
