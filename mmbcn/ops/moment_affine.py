@@ -20,23 +20,16 @@ from O(N*C) numbers. :func:`bcn_coefficients` computes them;
 the backward pass touches the full-size tensors only in per-(n, c)
 reductions (:func:`row_sums`) and elementwise passes.
 
-On contiguous float32/float64 CPU tensors the full-size passes run on
-PyTorch's normalization kernels, viewing ``x`` as N*C rows of length L
-(one group, or one BatchNorm channel, per row): GroupNorm's moment kernel
-for the per-(n, c) mean and variance (vectorized, Welford-combined, so
-stable at a large mean and a small spread), BatchNorm's inference kernel
-for the row-wise affine ``A*x + B`` (weight A, bias B, mean 0, variance
-1, eps 0), and GroupNorm's backward kernel for the row sums of ``dy*x``
-and ``dy`` in one pass. ``torch.var_mean`` and broadcasting ``addcmul``
-compute the same numbers several times slower there. Other devices,
-dtypes and layouts use those generic operations.
+Everything runs on public PyTorch operations (``torch.var_mean``,
+``addcmul``, ``einsum``, sums), on every device, dtype and layout: the
+fast path on CPU is the ``cpu`` backend's kernel.
 
 This module is the ``python`` backend's mathematics (see
 :mod:`.python_backend`), the reference the ``cpu`` and ``triton`` backends
 are tested against, and the path for synchronized statistics.
 """
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 from torch import Tensor
@@ -47,41 +40,9 @@ def reduce_dims(x: Tensor) -> Tuple[int, ...]:
     return tuple(range(2, x.dim()))
 
 
-def row_kernels(x: Tensor) -> bool:
-    """Whether the normalization kernels can treat ``x`` (N, C, *) as N*C
-    contiguous rows (see the module docstring); not while exporting to
-    ONNX, which knows the generic operations only."""
-    return (x.device.type == 'cpu' and x.dtype in (torch.float32,
-                                                   torch.float64)
-            and x.dim() >= 3 and x.numel() > 0 and x.is_contiguous()
-            and not torch.onnx.is_in_onnx_export())
-
-
-def _moments_and_buffer(x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-    """Per-(n, c) mean and biased variance of a :func:`row_kernels` tensor
-    from GroupNorm's moment kernel with one group per channel, and the
-    full-size buffer that kernel wrote (its normalized output, not needed
-    here), which :func:`apply_affine` may overwrite."""
-    n, c = x.shape[:2]
-    buffer, mean, rstd = torch.native_group_norm(x, None, None, n, c,
-                                                 x[0, 0].numel(), c, 0.0)
-    # eps 0: rstd = 1 / sqrt(var), and a constant row's inf gives back 0.
-    return buffer, mean.view(n, c), rstd.pow(-2).view(n, c)
-
-
 def stats_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype BCN's statistics are computed in for input ``dtype``."""
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def moments_and_buffer(
-        x: Tensor) -> Tuple[Optional[Tensor], Tensor, Tensor]:
-    """:func:`channel_moments` and, where the row kernels ran, their
-    full-size buffer, which :func:`apply_affine` may write the output into
-    (else ``None``)."""
-    if row_kernels(x):
-        return _moments_and_buffer(x)
-    return (None, ) + channel_moments(x)
 
 
 def channel_moments(x: Tensor) -> Tuple[Tensor, Tensor]:
@@ -92,10 +53,10 @@ def channel_moments(x: Tensor) -> Tuple[Tensor, Tensor]:
     if x.numel() == 0:
         empty = x.new_zeros(x.shape[:2])
         return empty, empty.clone()
-    if row_kernels(x):
-        return _moments_and_buffer(x)[1:]
     var, mean = torch.var_mean(x, dim=reduce_dims(x), correction=0)
-    return mean, var
+    # A row whose moments overflow: NaN, so that its group's output turns
+    # NaN as nn.GroupNorm's does instead of a finite constant.
+    return mean, var.masked_fill(torch.isinf(var), math.nan)
 
 
 def batch_moments(mean: Tensor, var: Tensor) -> Tuple[Tensor, Tensor]:
@@ -208,25 +169,8 @@ def _expand(t: Tensor, x: Tensor) -> Tensor:
     return t.view(t.shape + (1, ) * (x.dim() - 2))
 
 
-def apply_affine(x: Tensor,
-                 coef_a: Tensor,
-                 coef_b: Tensor,
-                 out: Optional[Tensor] = None) -> Tensor:
-    """``A * x + B`` with (N, C) coefficients, in ``x``'s dtype; written
-    into ``out`` (a tensor like ``x``) when given and the row kernels
-    apply."""
-    if row_kernels(x) and coef_a.dtype == x.dtype:
-        rows = coef_a.numel()
-        if out is None:
-            out = torch.empty_like(x)
-        # BatchNorm inference: y = (x - 0) / sqrt(1 + 0) * A + B, per row.
-        torch.ops.aten.native_batch_norm.out(
-            x.view(1, rows, -1), coef_a.reshape(rows),
-            coef_b.reshape(rows), coef_a.new_zeros(rows),
-            coef_a.new_ones(rows), False, 0.0, 0.0,
-            out=out.view(1, rows, -1), save_mean=x.new_empty(0),
-            save_invstd=x.new_empty(0))
-        return out
+def apply_affine(x: Tensor, coef_a: Tensor, coef_b: Tensor) -> Tensor:
+    """``A * x + B`` with (N, C) coefficients, in ``x``'s dtype."""
     y = torch.addcmul(_expand(coef_b, x), x, _expand(coef_a, x))
     return y.to(x.dtype)
 
@@ -236,18 +180,8 @@ def row_sums(dy: Tensor,
              generic: bool = False) -> Tuple[Tensor, Tensor]:
     """Per-(n, c) sums of ``dy * x`` and of ``dy``, each (N, C);
     ``generic``: in differentiable operations (a second derivative)."""
-    n, c = x.shape[:2]
     if generic:
         return (dy * x).sum(reduce_dims(x)), dy.sum(reduce_dims(x))
-    if row_kernels(x) and dy.dtype == x.dtype:
-        rows, length = n * c, x[0, 0].numel()
-        # GroupNorm backward with one group per row, mean 0, rstd 1 and
-        # weight 1: d(weight) = sum(dy * x), d(bias) = sum(dy), one pass.
-        _, dot, total = torch.ops.aten.native_group_norm_backward(
-            dy.contiguous().view(1, rows, length), x.view(1, rows, length),
-            x.new_zeros(1, rows), x.new_ones(1, rows), x.new_ones(rows), 1,
-            rows, length, rows, [False, True, True])
-        return dot.view(n, c), total.view(n, c)
     return _dot(dy, x), dy.sum(reduce_dims(x))
 
 

@@ -29,7 +29,7 @@ from .backends import Backend
 from .call import BATCH, ESTIMATE, FIXED, BCNCall
 from .distributed import all_reduce_means, all_reduce_moments
 from .moment_affine import (apply_affine, batch_moments, bcn_coefficients,
-                            coefficients_vjp, moments_and_buffer, row_sums,
+                            channel_moments, coefficients_vjp, row_sums,
                             stats_dtype)
 
 Outputs = Tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
@@ -124,7 +124,7 @@ def _compute(x, running_mean, running_var, num_batches_tracked,
     num_batches_tracked = num_batches_tracked.clone()
     # Statistics in float32 (or float64) whatever autocast would choose.
     with torch.autocast(x.device.type, enabled=False):
-        buffer, mean, var = moments_and_buffer(x)
+        mean, var = channel_moments(x)
         length = x[0, 0].numel() if x.shape[0] else 0
         count = mean.new_tensor(float(x.shape[0] * length))
         group = None if group_name is None else _resolve(group_name)
@@ -141,7 +141,7 @@ def _compute(x, running_mean, running_var, num_batches_tracked,
         coef_a, coef_b = bcn_coefficients(mean, var, batch_mean, batch_var,
                                           batch_weight, batch_bias, weight,
                                           bias, num_groups, eps)
-        y = apply_affine(x, coef_a, coef_b, buffer)
+        y = apply_affine(x, coef_a, coef_b)
     return (y, mean, var, batch_mean, batch_var, count, running_mean,
             running_var, num_batches_tracked)
 
