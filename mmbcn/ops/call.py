@@ -23,10 +23,9 @@ MODES = tuple(MODE_CODES)
 class BCNCall:
     """Arguments of one BCN evaluation.
 
-    ``rate`` is the momentum of the running averages in ``'batch'`` mode
-    (``None``: cumulative average) and Algorithm 1's rate r in
-    ``'estimate'`` mode, a one-element float64 tensor (``None``: none
-    given, or ``'fixed'`` mode). ``synchronized``: the batch statistics are
+    ``rate``: a one-element float64 tensor, the op's argument as given;
+    read it as :attr:`momentum` or :attr:`update_rate`, which name what it
+    is in the call's mode. ``synchronized``: the batch statistics are
     combined across the processes of ``process_group``.
     """
     x: Tensor
@@ -43,3 +42,15 @@ class BCNCall:
     eps: float
     synchronized: bool = False
     process_group: Any = None
+
+    @property
+    def momentum(self) -> Optional[Tensor]:
+        """``'batch'`` mode: the running averages' momentum (``None``:
+        cumulative average); ``None`` in the other modes."""
+        return self.rate if self.mode == BATCH else None
+
+    @property
+    def update_rate(self) -> Optional[Tensor]:
+        """``'estimate'`` mode: Algorithm 1's rate r; ``None`` in the
+        other modes."""
+        return self.rate if self.mode == ESTIMATE else None

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from . import saved_stats
 from .backends import Backend
-from .call import FIXED, MODE_CODES, BCNCall
+from .call import BATCH, MODE_CODES, BCNCall
 
 try:
     from . import _bcn_cpu  # noqa: F401  (registers torch.ops.mmbcn.*)
@@ -47,7 +47,8 @@ def refuse(call: BCNCall) -> Optional[str]:
 
 
 def forward(call: BCNCall) -> Tensor:
-    rate = None if call.mode == FIXED else call.rate
+    # the momentum or Algorithm 1's r, as the operator's one rate argument
+    rate = call.momentum if call.mode == BATCH else call.update_rate
     # Eager calls (no tracer, no dispatch mode, no tensor subclass) enter
     # the operator's autograd directly; tracing, torch.compile/export and
     # dispatch modes see the operator.

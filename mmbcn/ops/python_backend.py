@@ -97,7 +97,8 @@ def bcn_reference(x: Tensor, running_mean: Tensor, running_var: Tensor,
     ``x``, the batch step's statistics it normalized with, the number of
     elements per channel they were taken over (all processes), and the
     buffers as ``stats_mode`` (``'fixed'``, ``'batch'``, ``'estimate'``)
-    moves them at ``rate``. The inputs are not modified."""
+    moves them at ``rate`` (the momentum in ``'batch'`` mode, Algorithm 1's
+    r in ``'estimate'`` mode). The inputs are not modified."""
     return _compute(x, running_mean, running_var, num_batches_tracked,
                     batch_weight, batch_bias, weight, bias, num_groups,
                     stats_mode, rate, eps, group_name)
@@ -133,11 +134,12 @@ def _compute(x, running_mean, running_var, num_batches_tracked,
             batch_var = running_var.to(mean.dtype, copy=True)
         elif stats_mode == ESTIMATE:
             count, batch_mean, batch_var = _update_estimates(
-                running_mean, running_var, mean, var, count, rate, group)
+                running_mean, running_var, mean, var, count,
+                update_rate=rate, group=group)
         else:
             count, batch_mean, batch_var = _batch_statistics(
                 running_mean, running_var, num_batches_tracked, mean, var,
-                count, rate, group)
+                count, momentum=rate, group=group)
         coef_a, coef_b = bcn_coefficients(mean, var, batch_mean, batch_var,
                                           batch_weight, batch_bias, weight,
                                           bias, num_groups, eps)
@@ -146,8 +148,8 @@ def _compute(x, running_mean, running_var, num_batches_tracked,
             running_var, num_batches_tracked)
 
 
-def _update_estimates(running_mean, running_var, mean, var, count, rate,
-                      group):
+def _update_estimates(running_mean, running_var, mean, var, count,
+                      update_rate, group):
     """Algorithm 1, lines 1-4; returns the updated estimates (line 5
     normalizes with them)."""
     old_mean = running_mean.to(mean.dtype)
@@ -163,7 +165,7 @@ def _update_estimates(running_mean, running_var, mean, var, count, rate,
         count, batch_mean, batch_sq = all_reduce_means(count, batch_mean,
                                                        batch_sq, group=group)
     # Lines 3-4: move both estimates by r; no update from an empty batch.
-    step = rate.to(mean) * (count > 0).to(mean.dtype)
+    step = update_rate.to(mean) * (count > 0).to(mean.dtype)
     running_mean.add_((step * (batch_mean - old_mean)).to(running_mean))
     running_var.add_((step * (batch_sq - running_var)).to(running_var))
     return (count, running_mean.to(mean.dtype, copy=True),
@@ -171,7 +173,7 @@ def _update_estimates(running_mean, running_var, mean, var, count, rate,
 
 
 def _batch_statistics(running_mean, running_var, num_batches_tracked, mean,
-                      var, count, rate, group):
+                      var, count, momentum, group):
     """Eq. 13-14 with batch statistics, and the BatchNorm-style running
     averages used at test time."""
     if group is not None:
@@ -186,10 +188,10 @@ def _batch_statistics(running_mean, running_var, num_batches_tracked, mean,
                 running_var.to(mean.dtype, copy=True))
     valid = count > 0
     num_batches_tracked.add_(valid.long())
-    if rate is None:  # cumulative average, as BatchNorm momentum=None
+    if momentum is None:  # cumulative average, as BatchNorm's
         weight = 1.0 / num_batches_tracked.clamp(min=1).to(mean.dtype)
     else:
-        weight = rate.to(mean)
+        weight = momentum.to(mean)
     weight = weight * valid.to(mean.dtype)
     unbiased = batch_var * count / (count - 1).clamp(min=1)
     running_mean.lerp_(batch_mean.to(running_mean), weight.to(running_mean))

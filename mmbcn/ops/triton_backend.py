@@ -71,22 +71,23 @@ def refuse(call: BCNCall) -> Optional[str]:
 
 def forward(call: BCNCall) -> Tensor:
     x = call.x
-    # the running averages' (Algorithm 1's estimates') update rate; with
-    # ``cumulative`` the kernel uses 1 / num_batches_tracked instead
-    rate, cumulative = 0.0, False
+    # How far the statistics move towards the batch's: the momentum, or
+    # Algorithm 1's r; with ``cumulative`` the kernel uses
+    # 1 / num_batches_tracked instead.
+    lerp_weight, cumulative = 0.0, False
     if call.mode == BATCH:
         call.num_batches_tracked.add_(1)
-        cumulative = call.rate is None
-        rate = 0.0 if cumulative else float(call.rate)
+        cumulative = call.momentum is None
+        lerp_weight = 0.0 if cumulative else float(call.momentum)
     elif call.mode == ESTIMATE:
-        rate = float(call.rate)
+        lerp_weight = float(call.update_rate)
     params = [call.batch_weight, call.batch_bias, call.weight, call.bias]
     if torch.is_grad_enabled() and (x.requires_grad
                                     or any(p.requires_grad for p in params)):
-        y, new_mean, new_var = TritonBCN.apply(x, call, rate, cumulative,
-                                               *params)
+        y, new_mean, new_var = TritonBCN.apply(x, call, lerp_weight,
+                                               cumulative, *params)
     else:
-        y, new_mean, new_var, _ = _forward(x, call, rate, cumulative)
+        y, new_mean, new_var, _ = _forward(x, call, lerp_weight, cumulative)
     if call.mode != FIXED:
         with torch.no_grad():
             call.running_mean.copy_(new_mean)
@@ -148,7 +149,8 @@ def _block(n: int, cap: int) -> int:
     return max(1, min(triton.next_power_of_2(n), cap))
 
 
-def _forward(x: Tensor, call: BCNCall, rate: float, cumulative: bool):
+def _forward(x: Tensor, call: BCNCall, lerp_weight: float,
+             cumulative: bool):
     """y, the new running statistics, and what the backward pass needs:
     float64 statistics and, in the compute dtype, the rounded means and
     the output's coefficients."""
@@ -181,7 +183,7 @@ def _forward(x: Tensor, call: BCNCall, rate: float, cumulative: bool):
             call.weight, call.bias, new_mean, new_var, v['mean'], v['var'],
             v['dev'], v['a'], v['inv_std'], v['batch_mean'], v['r'], v['s'],
             centre, coef, offset, given, n, c, g, length, plan.splits,
-            plan.chunk, _bits(call.eps), _bits(rate),
+            plan.chunk, _bits(call.eps), _bits(lerp_weight),
             _bits(count / max(1, count - 1)),
             MODE=MODE_CODES[call.mode], CUMULATIVE=cumulative, PHASE=phase,
             BLOCK_N=_block(n, max(1, 1024 // k)), BLOCK_K=_block(k, 1024))
@@ -261,8 +263,9 @@ class TritonBCN(torch.autograd.Function):
     gradients by :func:`_backward`; a second derivative is refused."""
 
     @staticmethod
-    def forward(ctx, x, call, rate, cumulative, *params):
-        y, new_mean, new_var, saved = _forward(x, call, rate, cumulative)
+    def forward(ctx, x, call, lerp_weight, cumulative, *params):
+        y, new_mean, new_var, saved = _forward(x, call, lerp_weight,
+                                               cumulative)
         ctx.saved = saved
         ctx.groups, ctx.mode = call.num_groups, MODE_CODES[call.mode]
         ctx.dtypes = [p.dtype for p in params]

@@ -118,7 +118,7 @@ def coefficients(pmean_ptr, pm2_ptr, rm_ptr, rv_ptr, nbt_ptr, bw_ptr,
                  bb_ptr, gw_ptr, gb_ptr, new_rm_ptr, new_rv_ptr, mean_ptr,
                  var_ptr, dev_ptr, a_ptr, inv_std_ptr, mu_ptr, r_ptr, s_ptr,
                  centre_ptr, coef_ptr, offset_ptr, given_ptr, N, C, G, L, S,
-                 chunk, eps_bits, rate_bits, unbias_bits,
+                 chunk, eps_bits, lerp_weight_bits, unbias_bits,
                  MODE: tl.constexpr, CUMULATIVE: tl.constexpr,
                  PHASE: tl.constexpr, BLOCK_N: tl.constexpr,
                  BLOCK_K: tl.constexpr):
@@ -179,20 +179,20 @@ def coefficients(pmean_ptr, pm2_ptr, rm_ptr, rv_ptr, nbt_ptr, bw_ptr,
             tl.store(given_ptr + cs, batch_mean, mask=k_ok)
             tl.store(given_ptr + C + cs, sq, mask=k_ok)
         if CUMULATIVE:  # BatchNorm's momentum=None
-            rate = 1.0 / tl.load(nbt_ptr).to(tl.float64)
+            lerp_weight = 1.0 / tl.load(nbt_ptr).to(tl.float64)
         else:
-            rate = _real(rate_bits)
+            lerp_weight = _real(lerp_weight_bits)
         if MODE == BATCH:
             # Eq. 14's running averages (unbiased variance), as BatchNorm.
-            new_mean = running_mean + rate * (batch_mean - running_mean)
-            new_var = running_var + rate * (sq * _real(unbias_bits) -
-                                            running_var)
+            new_mean = running_mean + lerp_weight * (batch_mean - running_mean)
+            new_var = running_var + lerp_weight * (
+                sq * _real(unbias_bits) - running_var)
             mu = batch_mean
             sigma2 = sq
         else:
             # Algorithm 1 lines 3-4; line 5 normalizes with the new ones.
-            new_mean = running_mean + rate * (batch_mean - running_mean)
-            new_var = running_var + rate * (sq - running_var)
+            new_mean = running_mean + lerp_weight * (batch_mean - running_mean)
+            new_var = running_var + lerp_weight * (sq - running_var)
             mu = new_mean
             sigma2 = new_var
         if PHASE != 1:

@@ -28,11 +28,13 @@
 // Statistics of the batch step (Eq. 13), by `mode`:
 //   kFixed    - running_mean / running_var as they are (evaluation);
 //   kBatch    - the batch's own, differentiable (Eq. 13-14), and the
-//               running averages move by `update_rate` (the momentum;
-//               none: the cumulative average over num_batches_tracked);
-//   kEstimate - Algorithm 1: the estimates move by the rate `update_rate`
-//               towards the batch (lines 1-4), then normalize (line 5);
-//               no gradient flows into them.
+//               running averages move by the momentum (none: the
+//               cumulative average over num_batches_tracked);
+//   kEstimate - Algorithm 1: the estimates move by its rate r towards the
+//               batch (lines 1-4), then normalize (line 5); no gradient
+//               flows into them.
+// `lerp_weight` is how far the statistics move towards the batch's: the
+// momentum, 1 / num_batches_tracked, or r.
 #include <torch/extension.h>
 
 #include <ATen/Parallel.h>
@@ -182,7 +184,7 @@ struct Shape {
 template <typename T>
 void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
                     const T* bw, const T* bb, const T* gw, const T* gb, T* rm,
-                    T* rv, int64_t mode, double update_rate, double unbias,
+                    T* rv, int64_t mode, double lerp_weight, double unbias,
                     double eps, int64_t g_lo, int64_t g_hi) {
   const int64_t n = sh.n, c = sh.c, k = sh.k, length = sh.length;
   const double inv_length = 1.0 / length, inv_n = 1.0 / n;
@@ -231,12 +233,12 @@ void forward_groups(const Shape& sh, const Stats& st, const T* xp, T* yp,
           const double sq = inv_std[j] * inv_n;
           if (mode == kBatch) {
             inv_std[j] = sq;
-            rm_g[j] += static_cast<T>(update_rate * (mu[j] - rm_g[j]));
-            rv_g[j] += static_cast<T>(update_rate * (sq * unbias - rv_g[j]));
+            rm_g[j] += static_cast<T>(lerp_weight * (mu[j] - rm_g[j]));
+            rv_g[j] += static_cast<T>(lerp_weight * (sq * unbias - rv_g[j]));
           } else {
             // Lines 3-4; line 5 normalizes with the updated estimates.
-            rm_g[j] += static_cast<T>(update_rate * (mu[j] - rm_g[j]));
-            rv_g[j] += static_cast<T>(update_rate * (sq - rv_g[j]));
+            rm_g[j] += static_cast<T>(lerp_weight * (mu[j] - rm_g[j]));
+            rv_g[j] += static_cast<T>(lerp_weight * (sq - rv_g[j]));
             mu[j] = rm_g[j];
             inv_std[j] = rv_g[j];
           }
@@ -303,7 +305,7 @@ Tensor forward_impl(const Tensor& x, const Tensor& batch_weight,
                     const Tensor& batch_bias, const Tensor& weight,
                     const Tensor& bias, const Tensor& new_mean,
                     const Tensor& new_var, int64_t groups, double eps,
-                    int64_t mode, double update_rate,
+                    int64_t mode, double lerp_weight,
                     Tensor& stats_tensor) {
   const Shape sh(x, groups);
   stats_tensor = at::empty({Stats::size(sh.n, sh.c, groups)},
@@ -322,7 +324,7 @@ Tensor forward_impl(const Tensor& x, const Tensor& batch_weight,
   T* rm = new_mean.data_ptr<T>();
   T* rv = new_var.data_ptr<T>();
   at::parallel_for(0, groups, sh.group_grain(), [&](int64_t lo, int64_t hi) {
-    forward_groups(sh, st, xp, yp, bw, bb, gw, gb, rm, rv, mode, update_rate,
+    forward_groups(sh, st, xp, yp, bw, bb, gw, gb, rm, rv, mode, lerp_weight,
                    unbias, eps, lo, hi);
   });
   return y;
@@ -504,17 +506,17 @@ std::tuple<Tensor, Tensor> bcn_cpu_forward(
   const bool has_rate = rate.has_value() && rate->defined();
   TORCH_CHECK(!has_rate || (rate->numel() == 1 && rate->device().is_cpu()),
               "bcn_cpu: rate must be one number on the CPU");
-  double update_rate = has_rate ? rate->item<double>() : 0.0;
+  double lerp_weight = has_rate ? rate->item<double>() : 0.0;
   if (mode == kBatch) {
     int64_t* tracked = num_batches_tracked.data_ptr<int64_t>();
     *tracked += 1;
-    if (!has_rate) update_rate = 1.0 / *tracked;
+    if (!has_rate) lerp_weight = 1.0 / *tracked;
   }
   Tensor stats, y;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bcn_cpu_forward", [&] {
     y = forward_impl<scalar_t>(x, batch_weight, batch_bias, weight, bias,
                                running_mean, running_var, groups, eps, mode,
-                               update_rate, stats);
+                               lerp_weight, stats);
   });
   return {y, stats};
 }
