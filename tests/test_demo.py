@@ -268,7 +268,7 @@ def test_added_run_keeps_the_rows_of_the_same_settings(tmp_path):
 
 
 @pytest.mark.parametrize('settings,options,named', [
-    (dict(seed=1), [], '--seed 1'),
+    (dict(seed=1), [], 'seed 1 (now 0)'),
     (dict(max_iters=8), [], 'iterations 8 (now 4)'),
     (dict(val_interval=2), [], 'val_interval 2 (now 1)'),
     ({}, ['train_dataloader.batch_size=2'], 'batch_size 4 (now 2)'),

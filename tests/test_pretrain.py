@@ -15,6 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 
+from mmbcn.demo import pretrain as pre
 from mmbcn.ops import BatchChannelNorm
 from mmbcn.utils import scoped_build
 from tool_runner import REPO, load_tool, run
@@ -215,14 +216,11 @@ def test_missing_pretrained_backbone_names_the_config_that_writes_it(
 
 # ----------------------------------------------------------------- cache
 def test_changed_pretraining_is_not_reused(cls_root, tmp_path):
-    demo = load_tool('demo')
-    pre = load_tool('demo_pretrain')
     from mmbcn.datasets.shapes_cls import generate_shapes_cls
 
     def key(seed=0, iters=2, options=(), root=cls_root):
         cfg = pre.pretrain_config(PRETRAIN['bcn'], seed, iters,
-                                  list(options) + data_options(root),
-                                  demo.scaled_schedule)
+                                  list(options) + data_options(root))
         return cfg, pre.cache_key(cfg)
 
     cfg, (digest, material) = key()
@@ -305,24 +303,21 @@ def _args(tmp_path, cls_root, options=(), seed=0):
 @pytest.mark.slow
 def test_demo_pretrained_cache_reuses_and_retrains(cls_root, tmp_path,
                                                    capsys):
-    demo = load_tool('demo')
-    pre = load_tool('demo_pretrain')
-    first = pre.pretrained_detectors(
-        _args(tmp_path, cls_root), ['bcn'], demo.scaled_schedule)
+    first = pre.pretrained_detectors(_args(tmp_path, cls_root), ['bcn'])
     info = json.loads((tmp_path / 'work' / 'pretrained.json').read_text())
     assert not info['bcn']['reused'] and info['bcn']['iterations'] == 1
     checkpoint = info['bcn']['checkpoint']
     assert torch.load(checkpoint, weights_only=True)['state_dict']
     assert f'checkpoint={checkpoint!r}' in open(first['bcn'][1]).read()
     again = pre.pretrained_detectors(  # another fine-tuning seed
-        _args(tmp_path, cls_root, seed=3), ['bcn'], demo.scaled_schedule)
+        _args(tmp_path, cls_root, seed=3), ['bcn'])
     assert again == first
     info = json.loads((tmp_path / 'work' / 'pretrained.json').read_text())
     assert info['bcn']['reused'] and info['bcn']['checkpoint'] == checkpoint
     assert 'reusing the pretrained backbone' in capsys.readouterr().out
     pre.pretrained_detectors(
         _args(tmp_path, cls_root, ['optim_wrapper.optimizer.lr=0.05']),
-        ['bcn'], demo.scaled_schedule)
+        ['bcn'])
     info = json.loads((tmp_path / 'work' / 'pretrained.json').read_text())
     assert not info['bcn']['reused']
     assert info['bcn']['checkpoint'] != checkpoint

@@ -37,7 +37,6 @@ import os
 import os.path as osp
 
 from mmbcn.demo.results import summarize
-from mmbcn.demo.run_config import scaled_schedule  # noqa: F401  (API)
 from mmbcn.demo.tasks import DEFAULT_RUNS, REPO, RUNS, TASKS
 
 

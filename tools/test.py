@@ -19,10 +19,11 @@ import os.path as osp
 from train import build_runner, parse_run_args  # tools/train.py
 
 import mmbcn  # noqa: F401
-from mmbcn.engine import (add_weights_only_checkpoints, enable_show_dir,
-                          load_tool_config, prepare_and_check_data,
-                          prepare_cpu_distributed,
-                          write_results_on_main_process)
+from mmbcn.engine.runner_support import (add_weights_only_checkpoints,
+                                         enable_show_dir, load_tool_config,
+                                         prepare_and_check_data,
+                                         prepare_cpu_distributed,
+                                         write_results_on_main_process)
 from mmbcn.utils import OutputPathError, check_outputs
 
 

@@ -31,12 +31,16 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 import mmbcn  # noqa: F401  (registers BCN, SyncBCN, WSConv, hooks)
-from mmbcn.engine import (add_tensorboard, add_weights_only_checkpoints,
-                          check_checkpoint_paths, check_train_cfg,
-                          find_resume_checkpoint, is_first_process,
-                          load_tool_config, prepare_and_check_data,
-                          prepare_cpu_distributed, work_dir_lock,
-                          write_results_on_main_process)
+from mmbcn.engine import find_resume_checkpoint
+from mmbcn.engine.runner_support import (add_tensorboard,
+                                         add_weights_only_checkpoints,
+                                         check_checkpoint_paths,
+                                         check_train_cfg, is_first_process,
+                                         load_tool_config,
+                                         prepare_and_check_data,
+                                         prepare_cpu_distributed,
+                                         work_dir_lock,
+                                         write_results_on_main_process)
 
 
 def parse_args(argv=None):

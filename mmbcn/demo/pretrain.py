@@ -48,18 +48,17 @@ DATA_LOADERS = ('train_dataloader', 'val_dataloader')
 
 
 # ------------------------------------------------------------ the key
-def pretrain_config(config: str, seed: int, iters=None, options=(),
-                    scale_schedule=scaled_schedule):
+def pretrain_config(config: str, seed: int, iters=None, options=()):
     """The pretraining config as it will run: ``config`` with the seed,
-    ``iters`` iterations (the schedule stretched by ``scale_schedule``;
-    a phase that starts after the end of a shorter run starts at its last
+    ``iters`` iterations (the schedule stretched as the demo's runs'; a
+    phase that starts after the end of a shorter run starts at its last
     iteration; cosine periods follow) and the ``K=V`` ``options``."""
     from mmengine.config import Config
     cfg = Config.fromfile(config)
     old_max = cfg.train_cfg.max_iters
     new_max = iters or old_max
     if new_max != old_max:
-        schedulers = scale_schedule(cfg.param_scheduler, old_max, new_max)
+        schedulers = scaled_schedule(cfg.param_scheduler, old_max, new_max)
         for s in schedulers:
             s['begin'] = min(s.get('begin', 0), s['end'] - 1)
             if 'T_max' in s:
@@ -190,7 +189,7 @@ def train_backbones(jobs, threads=None):
 
 
 # ------------------------------------------------------------------ demo
-def pretrained_detectors(args, runs, scale_schedule=scaled_schedule):
+def pretrained_detectors(args, runs):
     """Pretrain (or reuse) the backbone of each of ``runs``, then write the
     detection config of each run, which loads it; return {run: (name,
     config)} in place of the task's runs, and write
@@ -199,7 +198,7 @@ def pretrained_detectors(args, runs, scale_schedule=scaled_schedule):
     for run in runs:
         config = osp.join(REPO, BACKBONES[run])
         cfg = pretrain_config(config, args.pretrain_seed, args.pretrain_iters,
-                              args.pretrain_cfg_options, scale_schedule)
+                              args.pretrain_cfg_options)
         prepare_data(cfg, DATA_LOADERS)
         digest, material = cache_key(cfg)
         entry = entry_dir(args.pretrain_cache, config, digest)

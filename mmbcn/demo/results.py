@@ -111,9 +111,9 @@ def kept_rows(args, runs, run_config: str):
         return [], None  # every run is trained again: a new table
     problems = []
     if task != args.task:
-        problems.append(f'--task {task}')
+        problems.append(f'task {task} (now {args.task})')
     if summary['seed'] != args.seed:
-        problems.append(f'--seed {summary["seed"]}')
+        problems.append(f'seed {summary["seed"]} (now {args.seed})')
     new = run_settings(merged_config(run_config, args.cfg_options))
     for row in kept if not problems else []:
         run = run_key(row, task)

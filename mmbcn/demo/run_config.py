@@ -121,5 +121,5 @@ def run_settings(cfg) -> dict:
 def prepare_data(cfg, loaders=('train_dataloader', 'val_dataloader')):
     """Generate the bundled data of ``cfg``'s ``loaders`` (where their
     dataset type can) and check it, once, before the runs start."""
-    from mmbcn.engine import prepare_and_check_data
+    from mmbcn.engine.runner_support import prepare_and_check_data
     prepare_and_check_data(cfg, list(loaders))
