@@ -9,7 +9,10 @@ import pytest
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [HERE, os.path.join(HERE, 'helpers')]
+# The tests' shared modules (tests/helpers/), importable by the test files
+# and, through PYTHONPATH (tool_runner.tool_env), by the processes they
+# start.
+sys.path.insert(0, os.path.join(HERE, 'helpers'))
 
 # Without a GPU, the Triton backend's kernels run on CPU tensors in
 # Triton's interpreter, which reads this before Triton is imported.

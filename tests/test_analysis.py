@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import mmbcn  # noqa: F401
+from fake_cifar import write_fake_cifar
 from mmbcn.analysis import (ActivationSummary, CifarResNet, FixedStatNorm,
                             FourLayerConvNet, SingularityProbe,
                             dead_channel_fraction, draw_target_statistics,
@@ -334,23 +335,6 @@ def test_cifar_resnet_depth_and_groups():
 
 
 # --------------------------------------------------------------- data
-
-
-def write_fake_cifar(root, per_batch=10):
-    folder = os.path.join(root, 'cifar-10-batches-py')
-    os.makedirs(folder)
-    rng = np.random.RandomState(0)
-    names = [f'data_batch_{i}' for i in range(1, 6)] + ['test_batch']
-    for name in names:
-        batch = {
-            b'batch_label': name.encode(),
-            b'labels': [int(v) for v in rng.randint(0, 10, per_batch)],
-            b'data': rng.randint(0, 256, (per_batch, 3072)).astype(np.uint8),
-            b'filenames': [b'x.png'] * per_batch,
-        }
-        with open(os.path.join(folder, name), 'wb') as f:
-            pickle.dump(batch, f, protocol=2)
-    return folder
 
 
 def test_load_cifar10_python_format(tmp_path):

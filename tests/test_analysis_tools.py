@@ -8,7 +8,7 @@ import os.path as osp
 import pytest
 import torch
 
-from test_analysis import write_fake_cifar
+from fake_cifar import write_fake_cifar
 from tool_runner import load_tool
 
 

@@ -1,7 +1,8 @@
-"""BCN against the paper written plainly (tests/bcn_reference.py), through
-every CPU backend of mmbcn.ops's table: the Python reference, the native
-CPU kernel, the Triton kernels (on CPU tensors under TRITON_INTERPRET=1)
-and any registered one. tests/test_op_contract.py holds the checks
+"""BCN against the paper written plainly
+(tests/helpers/bcn_reference.py), through every CPU backend of
+mmbcn.ops's table: the Python reference, the native CPU kernel, the
+Triton kernels (on CPU tensors under TRITON_INTERPRET=1) and any
+registered one. tests/test_op_contract.py holds the checks
 against the reference backend and of precision."""
 import copy
 

@@ -33,3 +33,14 @@ def test_filter_silences_only_the_pkg_resources_warning():
     err = stderr_of('import mmbcn.utils.quiet_imports; ' + LOAD)
     assert 'pkg_resources' not in err, err
     assert 'UserWarning: another warning' in err, err
+
+
+def test_a_tool_run_prints_no_pkg_resources_warning():
+    """tools/train.py imports mmbcn before it loads the config: the run
+    (refused after loading, at a bad option) prints no such warning."""
+    run = subprocess.run(
+        [sys.executable, osp.join(REPO, 'tools', 'train.py'), CONFIG,
+         '--cfg-options', 'train_cfg.max_epochs=0'],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert 'max_epochs' in run.stderr, run.stderr  # it loaded the config
+    assert 'pkg_resources' not in run.stderr, run.stderr

@@ -7,11 +7,11 @@ import os.path as osp
 
 import pytest
 import torch
-from http_server import loopback_server, serve_bytes
 from mmengine.runner import CheckpointLoader
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import mmbcn  # noqa: F401
+from http_server import loopback_server, serve_bytes
 from mmbcn.engine import UnsafeCheckpointError
 from mmbcn.engine.checkpoint.remote import cache_path
 from tool_runner import load_tool

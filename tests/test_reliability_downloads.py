@@ -9,10 +9,10 @@ import time
 
 import pytest
 import torch
-from http_server import loopback_server, send_body, serve_bytes
 from mmengine.runner.checkpoint import _load_checkpoint
 
 import mmbcn  # noqa: F401
+from http_server import loopback_server, send_body, serve_bytes
 from mmbcn.engine import CheckpointLoadError, UnsafeCheckpointError
 from mmbcn.engine.checkpoint.remote import cache_path, download_timeout
 

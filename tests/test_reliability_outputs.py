@@ -1,6 +1,6 @@
 """The fold tool and the converter never overwrite their inputs, write
 their outputs atomically (both or neither) with the user's umask; the demo
-datasets name the file or folder that is wrong (issue 12, items 6, 8)."""
+datasets name the file or folder that is wrong."""
 import contextlib
 import errno
 import json

@@ -23,11 +23,11 @@ from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmseg.models.utils import resize
 from mmseg.registry import DATASETS, MODELS
-from seg_shift import best_shift
 
 import mmbcn  # noqa: F401
 from mmbcn.datasets.voc_demo import VOID, prepare_voc_shapes
 from mmbcn.utils import scoped_build
+from seg_shift import best_shift
 from tool_runner import REPO
 
 STRIDE = 16

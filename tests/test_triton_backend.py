@@ -53,7 +53,7 @@ def compare(module, x, dy, rtol, steps=2):
 @pytest.mark.parametrize('name', ['python', 'triton'])
 def test_both_backends_match_the_paper_on_this_device(name):
     """Eq. 13-16 with batch statistics, and Algorithm 1 over steps, written
-    plainly (tests/bcn_reference.py), on this machine's device."""
+    plainly (tests/helpers/bcn_reference.py), on this machine's device."""
     large = layer(8, 4)
     micro = layer(8, 4, estimate=True)
     micro.reset_running_stats()
