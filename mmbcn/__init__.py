@@ -43,6 +43,8 @@ except ModuleNotFoundError as error:
     if error.name != 'mmengine':
         raise
 else:
+    # before any config is loaded: mmengine's pkg_resources warning
+    from .utils import quiet_imports  # noqa: F401
     from . import cnn  # noqa: F401  (registers BCN, SyncBCN, WSConv)
     from .engine import BCNUpdateRateHook
 

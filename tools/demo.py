@@ -165,7 +165,6 @@ def main(argv=None):
     args = parse_args(argv)
     if args.worker:
         import train  # tools/train.py, beside this script
-
         from mmbcn.demo.worker import run_job
         return run_job(args.worker, train.main)
     if args.summarize:

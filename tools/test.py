@@ -16,8 +16,6 @@ the config (refused before anything runs). The metrics file
 import argparse
 import os.path as osp
 
-from train import build_runner, parse_run_args  # tools/train.py
-
 import mmbcn  # noqa: F401
 from mmbcn.engine.runner_support import (add_weights_only_checkpoints,
                                          enable_show_dir, load_tool_config,
@@ -25,6 +23,7 @@ from mmbcn.engine.runner_support import (add_weights_only_checkpoints,
                                          prepare_cpu_distributed,
                                          write_results_on_main_process)
 from mmbcn.utils import OutputPathError, check_outputs
+from train import build_runner, parse_run_args  # tools/train.py
 
 
 def parse_args(argv=None):

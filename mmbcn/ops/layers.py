@@ -1,6 +1,6 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
 """Batch-Channel Normalization layers (registered as ``BCN`` and
-``SyncBCN`` by :mod:`mmbcn.cnn.bcn`).
+``SyncBCN`` by :mod:`mmbcn.cnn`).
 
 Paper: Qiao et al., "Rethinking Normalization and Elimination Singularity in
 Neural Networks", Sec. 3. The layers own the parameters, the statistics

@@ -21,9 +21,9 @@ import math
 import time
 
 import torch
-from analysis_common import add_data_options, parse_checked, prepare, report
 
 import mmbcn  # noqa: F401  (registers WSConv, BCN)
+from analysis_common import add_data_options, parse_checked, prepare, report
 from mmbcn.analysis import FourLayerConvNet, evaluate, train
 
 COLUMNS = ('sigma_mu', 'sigma_sigma', 'test_acc', 'final_loss', 'failed',

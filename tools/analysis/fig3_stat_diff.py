@@ -20,9 +20,9 @@ import argparse
 import time
 
 import torch
-from analysis_common import add_data_options, parse_checked, prepare, report
 
 import mmbcn  # noqa: F401  (registers WSConv, BCN)
+from analysis_common import add_data_options, parse_checked, prepare, report
 from mmbcn.analysis import CifarResNet, SingularityProbe, evaluate, train
 
 VARIANTS = {
