@@ -43,9 +43,9 @@ except ModuleNotFoundError as error:
     if error.name != 'mmengine':
         raise
 else:
-    # before any config is loaded: mmengine's pkg_resources warning
-    from .utils import quiet_imports  # noqa: F401
     from . import cnn  # noqa: F401  (registers BCN, SyncBCN, WSConv)
     from .engine import BCNUpdateRateHook
+    # filters mmengine's pkg_resources warning before any config is loaded
+    from .utils import quiet_imports  # noqa: F401
 
     __all__ += ['BCNUpdateRateHook']

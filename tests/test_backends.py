@@ -17,6 +17,7 @@ from backend_steps import backend_params, use_backend
 from mmbcn import ops
 from mmbcn.ops import backends
 from mmbcn.ops.call import MODE_CODES, BCNCall
+from torch_alone import BLOCK_OPENMMLAB
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPERS = os.path.join(ROOT, 'tests', 'helpers')
@@ -111,20 +112,8 @@ def test_mode_codes_match_the_cpu_kernel_source():
     assert codes == MODE_CODES
 
 
-# Run with the OpenMMLab packages made unimportable: mmbcn.ops needs torch
-# alone.
-TORCH_ALONE = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('mmcv', 'mmengine', 'mmdet', 'mmseg'):
-            raise ModuleNotFoundError(f'blocked {name}', name=name)
-sys.meta_path.insert(0, Block())
-"""
-
-
 def run_torch_alone(code, env=None):
-    out = subprocess.run([sys.executable, '-c', TORCH_ALONE + code],
+    out = subprocess.run([sys.executable, '-c', BLOCK_OPENMMLAB + code],
                          cwd=ROOT, env={**os.environ, **(env or {})},
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

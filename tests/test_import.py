@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from tool_runner import REPO
+from torch_alone import BLOCK_OPENMMLAB
 
 HEAVY = ('mmdet', 'mmseg', 'mmbcn.analysis', 'mmbcn.datasets',
          'mmbcn.models')
@@ -60,20 +61,8 @@ def test_import_mmbcn_is_light_and_registers_layers_and_hooks():
     assert out['schemes'] == out['expected_schemes']
 
 
-# Import hook refusing the OpenMMLab packages, as on a machine with torch
-# alone.
-TORCH_ALONE = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('mmcv', 'mmengine', 'mmdet', 'mmseg'):
-            raise ModuleNotFoundError(f'blocked {name}', name=name)
-sys.meta_path.insert(0, Block())
-"""
-
-
 def test_layers_import_and_run_with_torch_alone():
-    out = run_python(TORCH_ALONE + """
+    out = run_python(BLOCK_OPENMMLAB + """
 import json, sys
 import torch
 import mmbcn.ops
