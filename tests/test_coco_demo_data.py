@@ -1,15 +1,19 @@
 """The COCO shapes demo data (mmbcn/datasets/coco_demo.py): generated
 deterministically (the same bytes every time, in every process), and
 generated once, completely, when several processes start on a new data
-root at the same time. Properties only: the pictures and the number of
-shapes are the generator's business."""
+root at the same time; its 'easy' variant (the default) the same bytes as
+before there were variants, its 'hard' one harder in the ways it promises,
+one variant per data root."""
 import hashlib
 import json
 import multiprocessing
 import os
 import traceback
 
+import cv2
+import numpy as np
 import pytest
+from pycocotools import mask as mask_utils
 
 from mmbcn.datasets.coco_demo import (SPLITS, ShapesCocoDataset,
                                       generate_shapes_coco)
@@ -130,3 +134,123 @@ def test_data_from_another_generator_version_is_refused(tmp_path):
     with pytest.raises(RuntimeError, match=r'instances_train\.json.*'
                        r'version 1 .*Delete the data_root'):
         ShapesCocoDataset.ensure_data(str(root))
+
+
+# ------------------------------------------------------------ the variants
+# sha256 over (path, bytes) of every file the 'easy' data writes for SMALL,
+# from the generator as it was before there were variants: the 'easy' data
+# (and so existing data roots and the pretraining cache keys) stays the
+# same bytes
+EASY_SMALL_DIGEST = (
+    '441fa98fe7a42e13af1011974eb02b70666a747bd32e196f29873757eaed08e2')
+
+
+def digest(root):
+    h = hashlib.sha256()
+    for folder, dirs, files in sorted(os.walk(root)):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            h.update(os.path.relpath(path, root).encode() + b'\0')
+            with open(path, 'rb') as f:
+                h.update(f.read())
+    return h.hexdigest()
+
+
+def test_easy_data_is_the_same_bytes_as_before_variants(tmp_path):
+    generate_shapes_coco(str(tmp_path / 'default'), sizes=SMALL)
+    generate_shapes_coco(str(tmp_path / 'easy'), sizes=SMALL,
+                         variant='easy')
+    assert digest(tmp_path / 'default') == EASY_SMALL_DIGEST
+    assert digest(tmp_path / 'easy') == EASY_SMALL_DIGEST
+    assert 'variant' not in annotations(tmp_path / 'easy', 'train')['info']
+
+
+def background_std(root, split, image):
+    """Per-channel std of ``image``'s pixels away from every shape."""
+    coco = annotations(root, split)
+    img = cv2.imread(os.path.join(root, split, image['file_name']))
+    shapes = np.zeros(img.shape[:2], np.uint8)
+    for ann in coco['annotations']:
+        if ann['image_id'] == image['id']:
+            shapes |= mask_utils.decode(ann['segmentation'])
+    shapes = cv2.dilate(shapes, np.ones((7, 7), np.uint8))  # JPEG edges
+    return img[shapes == 0].astype(float).std(axis=0)
+
+
+def test_hard_variant(tmp_path):
+    """Deterministic, other images than 'easy', each side 160-256 px and
+    not all alike, up to 5 shapes per image (more than 'easy' draws),
+    shapes of dark colours too, textured backgrounds; the variant named in
+    the annotation files."""
+    generate_shapes_coco(str(tmp_path / 'a'), sizes=SMALL, variant='hard')
+    generate_shapes_coco(str(tmp_path / 'b'), sizes=SMALL, variant='hard')
+    generate_shapes_coco(str(tmp_path / 'easy'), sizes=SMALL)
+    assert_complete(tmp_path / 'a', SMALL)
+    hard = tree(tmp_path / 'a')
+    assert hard == tree(tmp_path / 'b')
+    easy = tree(tmp_path / 'easy')
+    assert not {h for p, h in hard.items() if p.endswith('.jpg')} & {
+        h for p, h in easy.items() if p.endswith('.jpg')}
+    sides, counts, darkest = set(), [], 255.0
+    for split in SMALL:
+        coco = annotations(tmp_path / 'a', split)
+        assert coco['info'] == dict(description='mmbcn shapes demo',
+                                    version=2, variant='hard')
+        for image in coco['images']:
+            img = cv2.imread(
+                str(tmp_path / 'a' / split / image['file_name']))
+            assert img.shape[:2] == (image['height'], image['width'])
+            assert 160 <= min(img.shape[:2]) <= max(img.shape[:2]) <= 256
+            sides.update(img.shape[:2])
+            anns = [a for a in coco['annotations']
+                    if a['image_id'] == image['id']]
+            counts.append(len(anns))
+            for ann in anns:
+                mask = mask_utils.decode(ann['segmentation']) > 0
+                darkest = min(darkest, img[mask].mean(axis=0).min())
+            assert background_std(tmp_path / 'a', split, image).min() > 5
+            easy_image = annotations(tmp_path / 'easy', split)['images'][
+                image['id'] - 1]
+            assert background_std(tmp_path / 'easy', split,
+                                  easy_image).max() < 2  # plain
+    assert len(sides) > 3
+    assert 3 < max(counts) <= 5 and min(counts) >= 1
+    assert darkest < 100  # 'easy' shapes are 120-255 in every channel
+
+
+def test_dataset_of_one_variant_refuses_data_of_the_other(tmp_path):
+    """A data root holds one variant; a dataset asking for the other one
+    is refused with the file, both variants and what to do. The tools'
+    data set-up (no variant) accepts either."""
+    for variant, other in (('easy', 'hard'), ('hard', 'easy')):
+        root = tmp_path / variant
+        generate_shapes_coco(str(root), sizes=SMALL, variant=variant)
+        ShapesCocoDataset.ensure_data(str(root))
+        ShapesCocoDataset.ensure_data(str(root), variant)
+        with pytest.raises(
+                RuntimeError,
+                match=rf'instances_train\.json.* holds the {variant!r} '
+                rf'variant.* asks for the {other!r} variant\. Delete the '
+                r'data_root .*or point data_root at another directory'):
+            ShapesCocoDataset(
+                data_root=str(root), variant=other,
+                ann_file='annotations/instances_train.json',
+                data_prefix=dict(img='train/'), pipeline=[])
+    dataset = ShapesCocoDataset(
+        data_root=str(tmp_path / 'hard'), variant='hard',
+        ann_file='annotations/instances_train.json',
+        data_prefix=dict(img='train/'), pipeline=[])
+    assert len(dataset) == SMALL['train']
+
+
+def test_unknown_variant_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"'medium'.*'easy', 'hard'"):
+        generate_shapes_coco(str(tmp_path / 'x'), sizes=SMALL,
+                             variant='medium')
+    assert not (tmp_path / 'x').exists()
+    with pytest.raises(ValueError, match=r"'medium'.*'easy', 'hard'"):
+        ShapesCocoDataset(data_root=str(tmp_path / 'y'), variant='medium',
+                          ann_file='annotations/instances_train.json',
+                          pipeline=[])
+    assert not (tmp_path / 'y').exists()
