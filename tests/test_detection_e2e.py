@@ -50,10 +50,14 @@ def write_config(tmp_path, shapes, base=DEMO, hooks=('BCNUpdateRateHook', ),
     return str(path)
 
 
-def iters(n, save_every=None):
+def iters(n, save_every=None, validate=True):
+    """--cfg-options: ``n`` iterations, a checkpoint every ``save_every``
+    (default: at the end), no random flip; validation at the end, or none
+    (``validate=False``)."""
     return [
         '--cfg-options', f'train_cfg.max_iters={n}',
         f'train_cfg.val_interval={n}',
+        f'train_cfg.val_begin={1 if validate else n + 1}',
         f'default_hooks.checkpoint.interval={save_every or n}',
         'train_dataloader.dataset.pipeline.3.prob=0.0'  # no random flip
     ]
@@ -84,10 +88,13 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path, shapes):
     hooks = ('ReseedEveryIterHook', 'BCNUpdateRateHook')
     cfg = write_config(tmp_path, shapes, hooks=hooks)
     train = load_tool('train').main
-    train([cfg, '--work-dir', str(tmp_path / 'full')] + iters(4, 2))
-    train([cfg, '--work-dir', str(tmp_path / 'cut')] + iters(2))
+    train([cfg, '--work-dir', str(tmp_path / 'full')] +
+          iters(4, 2, validate=False))
+    train([cfg, '--work-dir', str(tmp_path / 'cut')] +
+          iters(2, validate=False))
     train([cfg, '--work-dir', str(tmp_path / 'cut'), '--resume',
-           str(tmp_path / 'cut' / 'iter_2.pth')] + iters(4, 2))
+           str(tmp_path / 'cut' / 'iter_2.pth')] +
+          iters(4, 2, validate=False))
     full = state(tmp_path / 'full' / 'iter_4.pth')
     resumed = state(tmp_path / 'cut' / 'iter_4.pth')
     at_cut = state(tmp_path / 'cut' / 'iter_2.pth')
@@ -101,13 +108,14 @@ def test_resume_continues_like_an_uninterrupted_run(tmp_path, shapes):
 def test_resume_from_another_model_is_refused(tmp_path, shapes):
     train = load_tool('train').main
     train([write_config(tmp_path, shapes), '--work-dir',
-           str(tmp_path / 'bcn')] + iters(1))
+           str(tmp_path / 'bcn')] + iters(1, validate=False))
     gn = write_config(
         tmp_path, shapes, name='gn.py', hooks=(),
         base=DEMO.replace('bcn-ws-all', 'gn-ws-all'))
     with pytest.raises(ValueError, match='not from this model'):
         train([gn, '--work-dir', str(tmp_path / 'gn'), '--resume',
-               str(tmp_path / 'bcn' / 'iter_1.pth')] + iters(2))
+               str(tmp_path / 'bcn' / 'iter_1.pth')] +
+              iters(2, validate=False))
 
 
 def test_missing_dataset_fails_before_training(tmp_path):
@@ -139,7 +147,7 @@ def test_two_gloo_processes_hold_identical_estimates(tmp_path, shapes):
                        hooks=('BCNUpdateRateHook', 'DumpBCNStatisticsHook'))
     work = tmp_path / 'dist'
     run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', str(work)] +
-        iters(3),
+        iters(3, validate=False),
         timeout=900,
         env_extra=dict(PYTHON=sys.executable, PORT=str(free_port())))
     rank0 = torch.load(work / 'bcn_rank0.pt', weights_only=True)
