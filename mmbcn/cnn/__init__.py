@@ -19,8 +19,9 @@ from mmengine.registry import MODELS
 
 from ..ops import BatchChannelNorm, SyncBatchChannelNorm, WSConv2d
 
-MODELS.register_module('BCN', module=BatchChannelNorm)
-MODELS.register_module('SyncBCN', module=SyncBatchChannelNorm)
-MODELS.register_module('WSConv', module=WSConv2d)
+NORM_LAYERS = {'BCN': BatchChannelNorm, 'SyncBCN': SyncBatchChannelNorm}
+CONV_LAYERS = {'WSConv': WSConv2d}
+for _name, _layer in {**NORM_LAYERS, **CONV_LAYERS}.items():
+    MODELS.register_module(_name, module=_layer)
 
-__all__ = []
+__all__ = ['NORM_LAYERS', 'CONV_LAYERS']

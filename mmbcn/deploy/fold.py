@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from mmbcn.ops import BatchChannelNorm, WSConv2d, standardize_weight
+from mmbcn.ops.moment_affine import batch_affine
 
 _PLAIN_CONVS = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -95,9 +96,8 @@ def batch_step_affine(bcn: BatchChannelNorm) -> Tuple[Tensor, Tensor]:
     """``(a, b)`` of the eval-mode batch step (Eq. 13), in float64 on the
     CPU: ``a = gamma^b / sqrt(running_var + eps)``,
     ``b = beta^b - running_mean * a``."""
-    a = _f64(bcn.batch_weight) * torch.rsqrt(_f64(bcn.running_var) + bcn.eps)
-    b = _f64(bcn.batch_bias) - _f64(bcn.running_mean) * a
-    return a, b
+    return batch_affine(_f64(bcn.running_mean), _f64(bcn.running_var),
+                        _f64(bcn.batch_weight), _f64(bcn.batch_bias), bcn.eps)
 
 
 def _f64(t: Tensor) -> Tensor:

@@ -16,15 +16,17 @@ from mmengine.config import Config
 from mmengine.registry import MODELS
 from torch import nn
 
+from mmbcn.cnn import CONV_LAYERS, NORM_LAYERS
+from mmbcn.engine.update_rate_hook import BCNUpdateRateHook
 from mmbcn.ops import BatchChannelNorm, WSConv2d
 from mmbcn.utils.config_tree import (child_path, is_type, path_keys,
                                      rewrite_dicts)
 
 FOLDED_CONV = 'FoldedConv'
-BCN_TYPES = ('BCN', 'SyncBCN', BatchChannelNorm)
-WS_CONV_TYPES = ('WSConv', 'ConvWS', WSConv2d)
+BCN_TYPES = (*NORM_LAYERS, BatchChannelNorm)
+WS_CONV_TYPES = (*CONV_LAYERS, 'ConvWS', WSConv2d)  # and mmcv's ConvWS
 PLAIN_CONV_TYPES = ('Conv', 'Conv2d', nn.Conv2d)
-RATE_HOOK = 'BCNUpdateRateHook'
+RATE_HOOK = BCNUpdateRateHook.__name__  # its registered name
 
 
 def folded_conv(*args, bias: Any = True, **kwargs) -> nn.Conv2d:
@@ -99,7 +101,7 @@ def folded_config(cfg: Config) -> Tuple[Config, List[str]]:
         copy.deepcopy(cfg.to_dict()),
         lambda path, node: _folded_node(path, node, changes))
     hooks = data.get('custom_hooks') or []
-    kept = [h for h in hooks if not is_type(h, (RATE_HOOK, ))]
+    kept = [h for h in hooks if not is_type(h, (RATE_HOOK, BCNUpdateRateHook))]
     if len(kept) != len(hooks):
         data['custom_hooks'] = kept
         changes.append(f'custom_hooks: removed {RATE_HOOK}')

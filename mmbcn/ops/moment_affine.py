@@ -68,6 +68,15 @@ def batch_moments(mean: Tensor, var: Tensor) -> Tuple[Tensor, Tensor]:
     return batch_mean, batch_var
 
 
+def batch_affine(batch_mean: Tensor, batch_var: Tensor, batch_weight: Tensor,
+                 batch_bias: Tensor, eps: float) -> Tuple[Tensor, Tensor]:
+    r"""Eq. 13 as an affine map: ``x_dot = gamma^b (x - mu_hat) /
+    sqrt(sigma_hat^2 + eps) + beta^b = a x + b`` with ``a = gamma^b /
+    sqrt(sigma_hat^2 + eps)`` and ``b = beta^b - mu_hat a``, per channel."""
+    a = batch_weight * torch.rsqrt(batch_var + eps)
+    return a, batch_bias - batch_mean * a
+
+
 def bcn_coefficients(mean: Tensor, var: Tensor, batch_mean: Tensor,
                      batch_var: Tensor, batch_weight: Tensor,
                      batch_bias: Tensor, weight: Tensor, bias: Tensor,
@@ -84,9 +93,7 @@ def bcn_coefficients(mean: Tensor, var: Tensor, batch_mean: Tensor,
         weight, bias: (G,) the per-group :math:`\gamma^c`, :math:`\beta^c`.
     """
     n, c = mean.shape
-    # Eq. 13: x_dot = gamma^b (x - mu_hat) / sigma_hat + beta^b = a*x + b.
-    a = batch_weight * torch.rsqrt(batch_var + eps)
-    b = batch_bias - batch_mean * a
+    a, b = batch_affine(batch_mean, batch_var, batch_weight, batch_bias, eps)
     # Moments of x_dot over each (n, c), grouped as (N, G, C/G) (Eq. 15's
     # reshape into G groups of contiguous channels).
     grouped = (n, num_groups, c // num_groups)
