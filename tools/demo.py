@@ -3,7 +3,8 @@
 the bundled data with the same seed, schedule, model and hyper-parameters
 except the normalization; one table, two pictures.
 
-    python tools/demo.py [--task {detection,segmentation}] [--max-iters N]
+    python tools/demo.py [--task {detection,segmentation}]
+        [--data {shapes,shapes-hard}] [--max-iters N]
         [--seed S] [--work-dir DIR] [--img-size PX] [--val-interval N]
         [--sequential] [--threads T] [--runs bcn gn [bn]]
         [--cfg-options k=v ...] [--bcn-cfg-options k=v ...]
@@ -14,7 +15,11 @@ except the normalization; one table, two pictures.
 
 Detection (default): Mask R-CNN R-18-FPN, BCN+WS in micro-batch mode (one
 image per iteration, Algorithm 1's estimates, ``BCNUpdateRateHook``)
-against GN+WS; bbox and segm mAP / mAP@50 from mmdet's CocoMetric.
+against GN+WS; bbox and segm mAP / mAP@50 from mmdet's CocoMetric. Its
+data: the bundled shapes (``--data shapes``, the configs' own) or their
+harder variant (``--data shapes-hard``: textured backgrounds, 1-5 shapes of
+any colour, 160-256 px images; ``mmbcn.datasets.coco_demo``), set by the
+config options of ``mmbcn.demo.tasks.DATA`` ahead of ``--cfg-options``.
 Segmentation: the DeepLabV3 demo pair (SyncBCN+WS against GN+WS; ``--runs
 bcn gn bn`` adds SyncBN with plain convolutions); mIoU from mmseg's
 IoUMetric.
@@ -37,7 +42,8 @@ import os
 import os.path as osp
 
 from mmbcn.demo.results import summarize
-from mmbcn.demo.tasks import DEFAULT_RUNS, REPO, RUNS, TASKS
+from mmbcn.demo.tasks import (DATA, DEFAULT_DATA, DEFAULT_RUNS, REPO, RUNS,
+                              TASKS)
 
 
 # --------------------------------------------------------------- arguments
@@ -46,6 +52,13 @@ def parse_args(argv=None):
         description=__doc__.split('\n\n')[0],
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--task', default='detection', choices=sorted(TASKS))
+    parser.add_argument(
+        '--data',
+        default=DEFAULT_DATA,
+        choices=sorted(DATA),
+        help='detection: the bundled shapes data (default) or its harder '
+        'variant (data/shapes_coco_hard/); its config options come before '
+        '--cfg-options')
     parser.add_argument(
         '--work-dir',
         help='default: work_dirs/demo '
@@ -136,11 +149,20 @@ def parse_args(argv=None):
         'each run\'s paired difference to GN+WS, and exit')
     parser.add_argument('--worker', metavar='JOB', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.data != DEFAULT_DATA and args.task != 'detection':
+        parser.error(f'--data {args.data} applies to --task detection '
+                     f'(--task {args.task} trains on its own data: leave '
+                     f'--data at {DEFAULT_DATA})')
+    # every run's config, the data preparation and the settings that rows
+    # of one table share see the data through the config options
+    args.cfg_options = DATA[args.data] + args.cfg_options
     if args.work_dir is None:
         args.work_dir = ('work_dirs/demo' if args.task == 'detection' else
                          'work_dirs/demo_segmentation')
         if args.pretrained:
             args.work_dir += '_pretrained'
+        if args.data != DEFAULT_DATA:
+            args.work_dir += f'_{args.data}'
     known = TASKS[args.task]['runs']
     unknown = [r for r in args.runs if r not in known]
     if unknown:
@@ -174,7 +196,25 @@ def main(argv=None):
     from mmbcn.demo.launch import run_demo
     args.work_dir = osp.abspath(args.work_dir)
     os.chdir(REPO)  # the configs' data roots are relative to it
+    generate_variant_data(args)
     return run_demo(args)
+
+
+def generate_variant_data(args) -> None:
+    """Generate the shapes data of the variant that the runs' datasets
+    name (``--data shapes-hard``) before the demo prepares its data: the
+    tools' data set-up names no variant, and would generate the default
+    one where there is none."""
+    if args.data == DEFAULT_DATA:
+        return
+    from mmbcn.datasets.coco_demo import ShapesCocoDataset
+    from mmbcn.demo.run_config import merged_config
+    cfg = merged_config(TASKS[args.task]['runs'][args.runs[0]][1],
+                        args.cfg_options)
+    for loader in ('train_dataloader', 'val_dataloader'):
+        dataset = cfg[loader].dataset
+        if dataset.get('variant'):
+            ShapesCocoDataset.ensure_data(dataset.data_root, dataset.variant)
 
 
 if __name__ == '__main__':

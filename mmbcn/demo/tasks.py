@@ -1,8 +1,8 @@
 # Copyright (c) mmbcn contributors. All rights reserved.
 """The demo's tasks: their runs (key -> name in tables and pictures,
-config), the metrics of the table and the validation curves; where the
-repository and the worker command are (the demo trains the repository's
-configs, named relative to it)."""
+config), the metrics of the table and the validation curves; the detection
+demo's data (``--data``); where the repository and the worker command are
+(the demo trains the repository's configs, named relative to it)."""
 import os.path as osp
 import sys
 
@@ -42,6 +42,22 @@ TASKS = {
         metrics=[('mIoU', 'mIoU'), ('mAcc', 'mAcc'), ('aAcc', 'aAcc')],
         curves=[('mIoU', 'mIoU')]),
 }
+HARD_ROOT = 'data/shapes_coco_hard/'
+# --data (detection): the config options of every run that train and
+# validate on it ('shapes': the configs' own, the 'easy' shapes data)
+DATA = {
+    'shapes': [],
+    'shapes-hard': [
+        f'{loader}.dataset.{key}={value}'
+        for loader in ('train_dataloader', 'val_dataloader',
+                       'test_dataloader')
+        for key, value in (('data_root', HARD_ROOT), ('variant', 'hard'))
+    ] + [
+        f'{evaluator}.ann_file={HARD_ROOT}annotations/instances_val.json'
+        for evaluator in ('val_evaluator', 'test_evaluator')
+    ],
+}
+DEFAULT_DATA = 'shapes'
 RUNS = ('bcn', 'gn', 'bn')  # the order of rows, curves and pictures
 REFERENCE = 'GN+WS'  # --summarize: paired differences against this run
 DEFAULT_RUNS = ('bcn', 'gn')
