@@ -81,7 +81,7 @@ setup(
     ],
     extras_require={
         # Triton: the GPU kernels, tested on CPU under TRITON_INTERPRET=1.
-        'tests': ['pytest', 'flake8',
+        'tests': ['pytest', 'pytest-xdist', 'flake8',
                   'triton>=3.2; platform_system == "Linux"'],
         'triton': ['triton>=3.2'],
         'analysis': ['scikit-learn', 'matplotlib'],

@@ -21,6 +21,31 @@ if not torch.cuda.is_available():
 
 from backend_steps import random_bcn, seeded_randn  # noqa: E402
 
+CORES = len(os.sched_getaffinity(0))
+MAX_WORKERS = 4  # the heaviest tests hold ~1.5 GB each
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (setup.cfg's addopts): one worker per core, at most
+    :data:`MAX_WORKERS`."""
+    return max(1, min(CORES, MAX_WORKERS))
+
+
+# Under pytest-xdist each worker gets its share of the cores, for torch's
+# own threads and for the processes that tests start (OMP_NUM_THREADS),
+# instead of every worker using them all at once.
+if os.environ.get('PYTEST_XDIST_WORKER_COUNT'):
+    _share = max(1, CORES // int(os.environ['PYTEST_XDIST_WORKER_COUNT']))
+    os.environ['OMP_NUM_THREADS'] = str(_share)
+    torch.set_num_threads(_share)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first (stable otherwise), so that with several
+    workers the last ones to finish are short tests, not a long one that
+    keeps one worker busy while the others are idle."""
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
 
 @pytest.fixture(scope='session')
 def repo_root():

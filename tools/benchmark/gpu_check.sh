@@ -21,7 +21,7 @@ print("torch", torch.__version__, "triton", triton.__version__,
       torch.cuda.get_device_name(), "| BCN auto:",
       o.describe(torch.ones(1, 32, 2, device="cuda")))' | tee "$OUT/env.txt"
 "$PY" -m pytest tests/test_triton_backend.py tests/test_op_contract.py tests/test_backends.py \
-  tests/test_transforms.py -q -p no:cacheprovider 2>&1 \
+  tests/test_transforms.py -q -p no:cacheprovider -o addopts= 2>&1 \
   | tee "$OUT/tests.log" || status=1
 bench() {
   "$PY" tools/benchmark/layer_speed.py --device cuda --dtype float32 \
