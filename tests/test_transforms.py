@@ -17,13 +17,21 @@ from torch import nn
 from backend_steps import use_backend
 from bcn_reference import randomize
 from mmbcn import ops
-from mmbcn.ops import BatchChannelNorm
+from mmbcn.ops import BatchChannelNorm, backends
 
 DEVICE = 'cuda' if torch.cuda.is_available() else 'cpu'
-CPU_BUILT = ops.BACKENDS['cpu'].unavailable() is None
-TRITON = ops.BACKENDS['triton'].unavailable() is None
-#: The backends that serve a plain call on this machine's device.
-BACKENDS = ['python'] + (['cpu'] if DEVICE == 'cpu' and CPU_BUILT else [])
+#: The backends of the table that can run on this machine's device.
+SERVING = [
+    name for name in backends.names()
+    if DEVICE in ops.BACKENDS[name].devices
+    and ops.BACKENDS[name].unavailable() is None
+]
+#: Those a plain call may take (``auto``'s candidates).
+BACKENDS = [n for n in SERVING if ops.BACKENDS[n].priority is not None]
+#: The kernels: every backend but the reference, whose backward pass is
+#: differentiable again.
+KERNELS = [n for n in SERVING if n != 'python']
+TRITON = 'triton' in SERVING
 MODES = ['fixed', 'batch', 'estimate']
 
 
@@ -262,8 +270,7 @@ def test_gradgradcheck_python_backend(mode):
         assert torch.autograd.gradgradcheck(fn, inputs_)
 
 
-@pytest.mark.parametrize('name', [n for n in BACKENDS if n != 'python'] +
-                         (['triton'] if TRITON else []))
+@pytest.mark.parametrize('name', KERNELS)
 def test_second_derivative_refused_by_the_kernels(name):
     """The kernels' backward passes are not differentiable: asking for a
     second derivative fails and names the backend that has one, instead
@@ -279,8 +286,7 @@ def test_second_derivative_refused_by_the_kernels(name):
 
 @pytest.mark.parametrize('dtype', [torch.int64, torch.uint8, torch.bool,
                                    torch.complex64])
-@pytest.mark.parametrize('name', ['auto'] + BACKENDS +
-                         (['triton'] if TRITON else []))
+@pytest.mark.parametrize('name', ['auto'] + SERVING)
 def test_non_floating_input_is_refused(name, dtype):
     layer = BatchChannelNorm(8, 4).to(DEVICE)
     before = [b.clone() for b in layer.buffers()]

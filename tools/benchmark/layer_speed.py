@@ -66,6 +66,7 @@ from bench_common import (add_output_options, begin, fmt, interleaved,
                           run_memory_worker, saved_bytes_counter,
                           write_outputs)
 from mmbcn.ops import BACKENDS, BatchChannelNorm, set_backend
+from mmbcn.ops.backends import names as backend_names
 
 GROUPS = 32
 UPDATE_RATE = 0.01
@@ -128,7 +129,8 @@ class BackendBCN(BatchChannelNorm):
             set_backend(previous)
 
 
-SHORT = {'python': 'py', 'cpu': 'cpu', 'triton': 'triton'}
+# every backend of the table, by a short name in the variants' names
+SHORT = {name: 'py' if name == 'python' else name for name in backend_names()}
 VARIANTS: Dict[str, Callable[[int], nn.Module]] = {
     'GN': lambda c: nn.GroupNorm(GROUPS, c),
     'BN': lambda c: nn.BatchNorm2d(c),
