@@ -254,3 +254,22 @@ def test_unknown_variant_is_refused(tmp_path):
                           ann_file='annotations/instances_train.json',
                           pipeline=[])
     assert not (tmp_path / 'y').exists()
+
+
+def test_tools_generate_the_variant_that_the_config_names(tmp_path):
+    """The tools' data set-up (tools/train.py, tools/test.py, the demo)
+    generates the variant a config's dataset names, where there is none."""
+    from mmengine.config import Config
+
+    from mmbcn.engine.runner_support import prepare_and_check_data
+    root = tmp_path / 'hard'
+    cfg = Config(
+        dict(default_scope='mmdet',
+             train_dataloader=dict(dataset=dict(
+                 type='ShapesCocoDataset', data_root=str(root),
+                 variant='hard', ann_file='annotations/instances_train.json',
+                 data_prefix=dict(img='train/')))))
+    prepare_and_check_data(cfg, ['train_dataloader'])
+    for split in SPLITS:
+        path = root / 'annotations' / f'instances_{split}.json'
+        assert json.loads(path.read_text())['info']['variant'] == 'hard'

@@ -196,25 +196,7 @@ def main(argv=None):
     from mmbcn.demo.launch import run_demo
     args.work_dir = osp.abspath(args.work_dir)
     os.chdir(REPO)  # the configs' data roots are relative to it
-    generate_variant_data(args)
     return run_demo(args)
-
-
-def generate_variant_data(args) -> None:
-    """Generate the shapes data of the variant that the runs' datasets
-    name (``--data shapes-hard``) before the demo prepares its data: the
-    tools' data set-up names no variant, and would generate the default
-    one where there is none."""
-    if args.data == DEFAULT_DATA:
-        return
-    from mmbcn.datasets.coco_demo import ShapesCocoDataset
-    from mmbcn.demo.run_config import merged_config
-    cfg = merged_config(TASKS[args.task]['runs'][args.runs[0]][1],
-                        args.cfg_options)
-    for loader in ('train_dataloader', 'val_dataloader'):
-        dataset = cfg[loader].dataset
-        if dataset.get('variant'):
-            ShapesCocoDataset.ensure_data(dataset.data_root, dataset.variant)
 
 
 if __name__ == '__main__':

@@ -70,6 +70,8 @@ def run_demo(args) -> dict:
     if previous is None:
         summary = dict(task=args.task, seed=args.seed, concurrent=concurrent,
                        total_minutes=round(minutes, 3), runs=rows)
+        if args.task == 'detection':
+            summary['data'] = args.data
     else:  # runs added to a finished demo
         summary = dict(previous, runs=rows)
         summary['added'] = summary.get('added', []) + [
@@ -82,7 +84,8 @@ def run_demo(args) -> dict:
     pictures = osp.join(args.work_dir, 'predictions.png')
     plot_curves(shown, args.task, curves)
     plot_predictions(shown, args.task, args.work_dir, pictures)
-    print(f'\n== mmbcn demo: {args.task}, seed {args.seed}, '
+    data = f' on {args.data}' if args.task == 'detection' else ''
+    print(f'\n== mmbcn demo: {args.task}{data}, seed {args.seed}, '
           f'{minutes:.1f} min in all ==')
     print('\n'.join(lines))
     print(f'\ntable:       {osp.join(args.work_dir, "results.md")} (.json)')

@@ -129,9 +129,9 @@ def kept_rows(args, runs, run_config: str):
             f'--runs {" ".join(runs)}: {args.work_dir} holds the finished '
             f'runs {", ".join(run_key(r, task) for r in kept)} trained with '
             f'other settings: {"; ".join(problems)}. Add runs with the same '
-            '--task, --seed, --max-iters, --val-interval, --img-size and '
-            '--cfg-options, train those runs again too, or pass another '
-            '--work-dir')
+            '--task, --data, --seed, --max-iters, --val-interval, '
+            '--img-size and --cfg-options, train those runs again too, or '
+            'pass another --work-dir')
     return kept, summary
 
 

@@ -103,7 +103,9 @@ def _check_one(registry, where, ds, launcher=None) -> None:
                        f'the {registry.scope!r} DATASETS registry: {hint}')
     data_root = ds.get('data_root') or ''
     if hasattr(cls, 'ensure_data') and data_root:
-        cls.ensure_data(data_root)
+        # the data the config asks for (the shapes data's variant)
+        variant = {'variant': ds['variant']} if ds.get('variant') else {}
+        cls.ensure_data(data_root, **variant)
     if ds.get('dataset') is not None or ds.get('datasets') is not None:
         return  # a wrapper: its inner datasets are checked
     paths = []
