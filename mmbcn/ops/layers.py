@@ -231,7 +231,7 @@ class BatchChannelNorm(nn.Module):
         return batch_channel_norm(x, *buffers, params['batch_weight'],
                                   params['batch_bias'], params['weight'],
                                   params['bias'], self.num_groups, mode,
-                                  rate, self.eps, self._sync,
+                                  rate, self.eps, self._synchronized,
                                   self.process_group)
 
     def _check_training_input(self, x: Tensor) -> None:
@@ -252,12 +252,12 @@ class BatchChannelNorm(nn.Module):
                 'training')
 
     @property
-    def _sync(self) -> bool:
-        return self.sync_estimates if self.estimate else self._sync_batch
-
-    @property
     def _synchronized(self) -> bool:
-        return self._sync and distributed_world(self.process_group) > 1
+        """Whether this layer's statistics are combined over processes:
+        Algorithm 1's estimates (``sync_estimates``) or SyncBCN's batch
+        statistics, under torch.distributed with more than one process."""
+        wanted = self.sync_estimates if self.estimate else self._sync_batch
+        return wanted and distributed_world(self.process_group) > 1
 
     def extra_repr(self) -> str:
         mode = (f'estimate=True, update_rate={self.update_rate}'
