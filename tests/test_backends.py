@@ -251,7 +251,8 @@ def test_the_backend_parametrized_tests_run_a_registered_backend():
     dummy backend without a line of them changed."""
     out = _with_dummy([
         sys.executable, '-m', 'pytest', '-p', 'dummy_backend', '-q',
-        '-p', 'no:cacheprovider', '-n', '0', '-k', 'dummy', 'tests/test_op_contract.py',
+        '-p', 'no:cacheprovider', '-n', '0', '-k', 'dummy',
+        'tests/test_op_contract.py',
         'tests/test_bcn.py'
     ])
     summary = out.strip().splitlines()[-1]
