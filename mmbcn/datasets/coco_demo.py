@@ -217,9 +217,10 @@ class ShapesCocoDataset(CocoDataset):
         """Generate the ``variant`` of the data into ``data_root`` unless
         it is there. Safe when several processes start at once: each
         writes a private copy and the first rename wins. ``variant`` None
-        (callers that do not know it, as the tools' data set-up): the data
-        there is accepted whatever its variant (the dataset checks its
-        own), 'easy' is generated where there is none.
+        (the tools' data set-up for a config whose dataset names no
+        variant): the data there is accepted whatever its variant (the
+        dataset then checks its own), 'easy' is generated where there is
+        none.
 
         Raises:
             RuntimeError: ``data_root`` exists and holds something else, an
