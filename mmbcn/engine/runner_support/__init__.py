@@ -11,8 +11,11 @@ none of it specific to BCN:
   (registers ``MainProcessLoggerHook``);
 * :mod:`.tensorboard`: ``--tensorboard``;
 * :mod:`.show_predictions`: ``--show-dir``;
-* :mod:`.work_dir_lock`: one training run per work directory.
+* :mod:`.work_dir_lock`: one training run per work directory;
+* :mod:`.config_text`: a config's text formatted once, not at every
+  read.
 """
+from .config_text import FormattedOnceConfig, formatted_once
 from .cpu_distributed import (CPUDistributedDataParallel,
                               prepare_cpu_distributed)
 from .logger_hook import MainProcessLoggerHook
@@ -29,5 +32,6 @@ __all__ = [
     'prepare_and_check_data', 'write_results_on_main_process',
     'prepare_cpu_distributed', 'CPUDistributedDataParallel',
     'MainProcessLoggerHook', 'enable_show_dir', 'add_tensorboard',
-    'check_tensorboard', 'WorkDirBusyError', 'work_dir_lock'
+    'check_tensorboard', 'WorkDirBusyError', 'work_dir_lock',
+    'FormattedOnceConfig', 'formatted_once'
 ]

@@ -216,11 +216,14 @@ def load_tool_config(config: str, launcher: str, cfg_options=None,
                      work_dir=None):
     """Load ``config`` as tools/train.py and tools/test.py do: apply
     ``--cfg-options``, the launcher and the work directory (default
-    ``work_dirs/<config name>``)."""
+    ``work_dirs/<config name>``). Its text is formatted once per content
+    (:mod:`.config_text`)."""
     from mmengine.config import Config
+
+    from .config_text import formatted_once
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file {config!r} not found')
-    cfg = Config.fromfile(config)
+    cfg = formatted_once(Config.fromfile(config))
     cfg.launcher = launcher
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
