@@ -14,7 +14,7 @@ weight updates (all parameters together) to a relative 1e-2; a wrong
 gradient (the reference's lowering once gave errors of 40-60 %) is far
 outside both.
 
-inductor writes scalar C++ kernels here (``cpp.vec_isa_ok=False``): the
+inductor writes scalar C++ kernels here (``cpp.simdlen=0``): the
 same graphs, lowerings and fusions around BCN, a fifth less compile
 time on 2 cores (the test's cost is compiling some 90 kernels). The
 vectorized kernels of the same layers are test_transforms.py's
@@ -102,7 +102,7 @@ def train(cfg, work_dir, iters, compile_):
                f'compile={compile_}' if isinstance(compile_, bool) else
                f'compile.backend={compile_}']
     torch._dynamo.reset()
-    with inductor_config.patch({'cpp.vec_isa_ok': False}):
+    with inductor_config.patch({'cpp.simdlen': 0}):
         runner = load_tool('train').main(
             [cfg, '--work-dir', str(work_dir), '--cfg-options'] + options)
     losses = runner.message_hub.log_scalars['train/loss'].data[0]
