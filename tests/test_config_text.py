@@ -8,8 +8,8 @@ import mmengine.config.config as mmengine_config
 import pytest
 from mmengine.config import Config
 
-from mmbcn.engine.runner_support import (FormattedOnceConfig,
-                                         formatted_once, load_tool_config)
+from mmbcn.engine.runner_support import (FormattedOnceConfig, formatted_once,
+                                         load_tool_config)
 
 CONFIG = osp.join(
     osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs', 'deeplabv3',
