@@ -4,11 +4,11 @@
 mmengine 0.10 formats a config's text (``Config.pretty_text``) with yapf
 each time it is read, and a Runner reads it five or six times in a run:
 the logged config, the dumped config, the run's metadata, each
-checkpoint's ``meta.cfg`` and TensorBoard's copy. yapf takes 0.3-0.5 s of
-CPU for a demo config (1-4 s for a full-size one), every time, for the same
-text. :class:`FormattedOnceConfig` keeps what yapf returned for each text
-it formatted, so the same content is formatted once per process and a
-changed config is formatted again: the text is always exactly mmengine's.
+checkpoint's ``meta.cfg`` and TensorBoard's copy. yapf takes 0.2-0.7 s of
+CPU for the shipped configs, every time, for the same text.
+:class:`FormattedOnceConfig` keeps what yapf returned for each text it
+formatted, so the same content is formatted once per process and a changed
+config is formatted again: the text is always exactly mmengine's.
 """
 import copy
 
