@@ -6,7 +6,6 @@ before there were variants, its 'hard' one harder in the ways it promises,
 one variant per data root."""
 import hashlib
 import json
-import multiprocessing
 import os
 import traceback
 
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
+from dist_utils import process_context
 from mmbcn.datasets.coco_demo import (SPLITS, ShapesCocoDataset,
                                       generate_shapes_coco)
 
@@ -102,10 +102,7 @@ def test_processes_starting_together_generate_one_complete_dataset(
     left beside it."""
     parent = tmp_path / 'data'
     root = str(parent / 'shapes')
-    # separate processes, forked from a clean server that imported the
-    # dataset module once (as 'spawn' does, only faster to start)
-    context = multiprocessing.get_context('forkserver')
-    context.set_forkserver_preload(['mmbcn.datasets.coco_demo'])
+    context = process_context('mmbcn.datasets.coco_demo')
     barrier, results = context.Barrier(3), context.Queue()
     processes = [context.Process(target=_ensure,
                                  args=(root, barrier, results))

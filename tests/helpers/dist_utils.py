@@ -1,10 +1,5 @@
-"""Run a function in N real torch.distributed (gloo) processes on CPU.
-
-The processes are forked from a forkserver: a clean process (no thread
-pool started, as a fresh interpreter) that imported torch and mmbcn once,
-so that each run's processes start in a fraction of a second instead of
-importing them again. What the function's module imports beyond those is
-imported by each process, as with ``spawn``."""
+"""Separate processes that start fast, and a function run in N real
+torch.distributed (gloo) processes on CPU with them."""
 import multiprocessing
 import socket
 
@@ -30,9 +25,21 @@ def _entry(rank, world_size, port, fn, args):
 PRELOAD = ['torch', 'torch.distributed', 'mmbcn', 'dist_utils']
 
 
+def process_context(*preload):
+    """multiprocessing's forkserver context: processes forked from a clean
+    server (no thread pool started, as a fresh interpreter) that imported
+    :data:`PRELOAD` and ``preload`` once, so that they start in a fraction
+    of a second. The call that starts this process's server decides what
+    it imports; a process imports what is missing itself, as with
+    'spawn'."""
+    context = multiprocessing.get_context('forkserver')
+    context.set_forkserver_preload(PRELOAD + list(preload))
+    return context
+
+
 def run_distributed(fn, world_size=2, *args):
     """Raise in the parent if any process raises."""
-    multiprocessing.set_forkserver_preload(PRELOAD)
+    process_context()
     mp.start_processes(_entry, args=(world_size, free_port(), fn, args),
                        nprocs=world_size, join=True,
                        start_method='forkserver')
